@@ -1,0 +1,287 @@
+//! The runtime's own spec types (no Kubernetes types): what the agent asks for.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, RuntimeError};
+
+/// A container id: `[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}` (it becomes a directory and cgroup name).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ContainerId(String);
+
+/// A sandbox (pod) id, same alphabet as [`ContainerId`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SandboxId(String);
+
+fn valid_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.as_bytes()[0].is_ascii_alphanumeric()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
+}
+
+macro_rules! id_impl {
+    ($t:ident, $what:literal) => {
+        impl $t {
+            /// Validate and wrap an id.
+            pub fn new(s: impl Into<String>) -> Result<Self> {
+                let s = s.into();
+                if valid_id(&s) {
+                    Ok(Self(s))
+                } else {
+                    Err(RuntimeError::InvalidSpec(format!(
+                        concat!("bad ", $what, " id {:?}"),
+                        s
+                    )))
+                }
+            }
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+id_impl!(ContainerId, "container");
+id_impl!(SandboxId, "sandbox");
+
+/// A pod sandbox: the net, ipc and uts namespaces shared by the pod's containers, kept alive by
+/// bind mounts under the state dir (no pause process), plus the pod-level cgroup.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SandboxSpec {
+    pub id: SandboxId,
+    pub hostname: String,
+    /// Pod-level limits (the pod cgroup). `pids_limit` defaults to the runtime's default.
+    #[serde(default)]
+    pub resources: Resources,
+}
+
+/// Cgroup limits. `None` means unlimited / kernel default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    /// Hard memory limit in bytes; exceeding it gets the container OOM-killed.
+    pub memory_limit: Option<u64>,
+    /// CPU limit in millicores (CFS quota over a 100 ms period).
+    pub cpu_limit_millis: Option<u64>,
+    /// CPU request in millicores (cpu.shares on v1, cpu.weight on v2).
+    pub cpu_request_millis: Option<u64>,
+    /// Maximum number of tasks.
+    pub pids_limit: Option<u64>,
+}
+
+/// A bind mount of a host path (a volume) into the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeMount {
+    /// Host path; must exist.
+    pub source: PathBuf,
+    /// Absolute path inside the container; resolved inside the rootfs (symlinks cannot escape).
+    pub destination: PathBuf,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// Capability adjustments, on top of the default set (Docker's default minus `NET_RAW`).
+/// Names with or without the `CAP_` prefix, any case; `ALL` in `drop` drops everything first.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapabilitiesSpec {
+    #[serde(default)]
+    pub add: Vec<String>,
+    #[serde(default)]
+    pub drop: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SeccompProfile {
+    /// Docker's default profile (allow-list, `EPERM` otherwise, `clone3` → `ENOSYS`).
+    #[default]
+    RuntimeDefault,
+    Unconfined,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RlimitResource {
+    Nofile,
+    Nproc,
+    Core,
+    Memlock,
+    Stack,
+    Fsize,
+    Cpu,
+    As,
+}
+
+impl RlimitResource {
+    pub(crate) fn raw(self) -> libc::__rlimit_resource_t {
+        match self {
+            Self::Nofile => libc::RLIMIT_NOFILE,
+            Self::Nproc => libc::RLIMIT_NPROC,
+            Self::Core => libc::RLIMIT_CORE,
+            Self::Memlock => libc::RLIMIT_MEMLOCK,
+            Self::Stack => libc::RLIMIT_STACK,
+            Self::Fsize => libc::RLIMIT_FSIZE,
+            Self::Cpu => libc::RLIMIT_CPU,
+            Self::As => libc::RLIMIT_AS,
+        }
+    }
+}
+
+/// An rlimit; the runtime clamps it to the agent's own hard limit (it never needs
+/// `CAP_SYS_RESOURCE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rlimit {
+    pub resource: RlimitResource,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// Everything needed to create one container.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    pub id: ContainerId,
+    /// Join this sandbox's net/ipc/uts namespaces and put the cgroup under its pod cgroup.
+    /// `None`: a standalone container with its own namespaces.
+    pub sandbox: Option<SandboxId>,
+    /// Image layers, lowest first (read-only overlay lower dirs). At least one.
+    pub lower_dirs: Vec<PathBuf>,
+    /// `command ++ args` is the argv; `command[0]` is looked up in `PATH` inside the container
+    /// when it has no `/`.
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// `KEY=VALUE` pairs. `PATH` defaults to the usual one when missing.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Working directory inside the container (absolute, no `..`); default `/`.
+    pub cwd: Option<PathBuf>,
+    /// The image's `USER` (`name`, `uid`, `name:group` or `uid:gid`), resolved against the
+    /// image's /etc/passwd and /etc/group. Overridden by `run_as_user` / `run_as_group`.
+    pub image_user: Option<String>,
+    pub run_as_user: Option<u32>,
+    pub run_as_group: Option<u32>,
+    #[serde(default)]
+    pub supplemental_groups: Vec<u32>,
+    /// Refuse to start when the resolved uid is 0.
+    #[serde(default)]
+    pub run_as_non_root: bool,
+    /// Hostname of a standalone container (a sandbox's containers share the sandbox hostname).
+    pub hostname: Option<String>,
+    /// Contents of /etc/hosts and /etc/resolv.conf (bind mounted from the state dir).
+    pub etc_hosts: Option<String>,
+    pub resolv_conf: Option<String>,
+    #[serde(default)]
+    pub mounts: Vec<VolumeMount>,
+    #[serde(default)]
+    pub resources: Resources,
+    #[serde(default)]
+    pub capabilities: CapabilitiesSpec,
+    #[serde(default)]
+    pub privileged: bool,
+    /// `allowPrivilegeEscalation: false` → `no_new_privs`. Default true (no_new_privs on).
+    #[serde(default = "yes")]
+    pub no_new_privs: bool,
+    #[serde(default)]
+    pub seccomp: SeccompProfile,
+    #[serde(default)]
+    pub read_only_rootfs: bool,
+    #[serde(default)]
+    pub rlimits: Vec<Rlimit>,
+    /// Share the sandbox's pid namespace? Not supported yet (needs a long-lived pid 1).
+    #[serde(default)]
+    pub share_process_namespace: bool,
+    /// Files that receive the container's stdout / stderr (appended); `/dev/null` when unset.
+    pub stdout_path: Option<PathBuf>,
+    pub stderr_path: Option<PathBuf>,
+    /// Free-form labels persisted with the state (the agent's pod uid, container name, ...).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl ContainerSpec {
+    /// A spec with defaults everywhere, for `argv` on top of `lower_dirs`.
+    pub fn new(id: ContainerId, lower_dirs: Vec<PathBuf>, command: Vec<String>) -> Self {
+        Self {
+            id,
+            sandbox: None,
+            lower_dirs,
+            command,
+            args: Vec::new(),
+            env: Vec::new(),
+            cwd: None,
+            image_user: None,
+            run_as_user: None,
+            run_as_group: None,
+            supplemental_groups: Vec::new(),
+            run_as_non_root: false,
+            hostname: None,
+            etc_hosts: None,
+            resolv_conf: None,
+            mounts: Vec::new(),
+            resources: Resources::default(),
+            capabilities: CapabilitiesSpec::default(),
+            privileged: false,
+            no_new_privs: true,
+            seccomp: SeccompProfile::RuntimeDefault,
+            read_only_rootfs: false,
+            rlimits: Vec::new(),
+            share_process_namespace: false,
+            stdout_path: None,
+            stderr_path: None,
+            labels: BTreeMap::new(),
+        }
+    }
+}
+
+/// How a container ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitStatus {
+    /// Exit code, or `128 + signal` when killed by a signal (the shell convention).
+    pub code: i32,
+    /// The terminating signal, if any.
+    pub signal: Option<i32>,
+    /// The memory cgroup recorded an OOM kill.
+    pub oom_killed: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ContainerStatus {
+    /// Created, init waiting for `start`.
+    Created,
+    Running,
+    Exited(ExitStatus),
+    /// The supervisor vanished without recording an exit status (killed from outside).
+    Unknown,
+}
+
+/// What `list`/`state` report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerState {
+    pub id: ContainerId,
+    pub sandbox: Option<SandboxId>,
+    /// Host pid of the container's pid 1 (0 for fakes).
+    pub pid: i32,
+    pub status: ContainerStatus,
+    pub created_unix_ms: u64,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Resource usage from the container's cgroup.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerStats {
+    pub cpu_usage_ns: u64,
+    pub memory_usage_bytes: u64,
+    /// usage minus inactive file cache (what the kubelet calls working set).
+    pub memory_working_set_bytes: u64,
+    pub pids: u64,
+}

@@ -1,0 +1,23 @@
+//! kapsel's API: Kubernetes-shaped resource types, quantities, label selectors, validation, and the
+//! typed client every component uses. No I/O except the client.
+
+pub mod apps;
+pub mod codec;
+pub mod core;
+pub mod meta;
+pub mod quantity;
+pub mod resource;
+
+pub use apps::*;
+pub use core::*;
+pub use meta::*;
+pub use quantity::Quantity;
+pub use resource::Resource;
+pub mod selector;
+pub mod validation;
+
+pub use validation::{Defaults, ErrorList, FieldError, FieldErrorKind, Validate};
+
+/// A kind the API server can store: typed, defaulted and validated.
+pub trait ApiObject: Resource + Validate + Defaults {}
+impl<T: Resource + Validate + Defaults> ApiObject for T {}

@@ -1,1 +1,3 @@
-//! kapsel-apiserver
+//! kapsel's API server: Kubernetes-shaped REST over a durable store.
+
+pub mod store;

@@ -1,1 +1,58 @@
-//! kapsel-runtime
+//! kapsel's built-in container runtime (Linux only): namespaces, cgroups v1/v2, overlayfs +
+//! pivot_root, capabilities, no_new_privs, seccomp. No runc, crun or docker underneath.
+//!
+//! The agent talks to the narrow [`Runtime`] trait. [`LinuxRuntime`] is the real thing;
+//! [`HollowRuntime`] is a fake for scale tests. All calls block; call them from
+//! `spawn_blocking`.
+//!
+//! See [`process`] for the process model (main → supervisor → init) and the security
+//! reasoning, [`process::init`] for the init sequence, and [`state`] for what survives an agent
+//! restart.
+
+pub mod capabilities;
+pub mod cgroups;
+pub mod error;
+pub mod hollow;
+pub mod linux;
+pub mod process;
+pub mod rootfs;
+pub mod seccomp;
+pub mod spec;
+pub mod state;
+pub mod syscall;
+
+use std::time::Duration;
+
+pub use error::{Result, RuntimeError};
+pub use hollow::HollowRuntime;
+pub use linux::{LinuxRuntime, RuntimeConfig};
+pub use spec::{
+    CapabilitiesSpec, ContainerId, ContainerSpec, ContainerState, ContainerStats, ContainerStatus,
+    ExitStatus, Resources, Rlimit, RlimitResource, SandboxId, SandboxSpec, SeccompProfile,
+    VolumeMount,
+};
+
+/// The runtime as the agent sees it.
+pub trait Runtime: Send + Sync {
+    /// Create the pod's shared namespaces (net with `lo` up, ipc, uts with the hostname) and the
+    /// pod cgroup.
+    fn create_sandbox(&self, spec: &SandboxSpec) -> Result<()>;
+    /// Delete the sandbox's remaining containers, its namespaces and its cgroup.
+    fn remove_sandbox(&self, id: &SandboxId) -> Result<()>;
+    /// Set everything up; the command is not running yet (init waits for `start`).
+    fn create(&self, spec: &ContainerSpec) -> Result<ContainerId>;
+    /// Exec the command. Fails if exec fails.
+    fn start(&self, id: &ContainerId) -> Result<()>;
+    /// Send a signal to the container's pid 1. A default-action terminating signal that pid 1
+    /// does not handle is delivered as SIGKILL (the kernel would drop it) and reported as the
+    /// original signal.
+    fn signal(&self, id: &ContainerId, signal: i32) -> Result<()>;
+    /// Block until the container exits (or `timeout`, then `RuntimeError::Timeout`).
+    fn wait(&self, id: &ContainerId, timeout: Option<Duration>) -> Result<ExitStatus>;
+    fn try_wait(&self, id: &ContainerId) -> Result<Option<ExitStatus>>;
+    /// Kill whatever is left and remove cgroups, state and the container's files.
+    fn delete(&self, id: &ContainerId) -> Result<()>;
+    fn list(&self) -> Result<Vec<ContainerState>>;
+    fn state(&self, id: &ContainerId) -> Result<ContainerState>;
+    fn stats(&self, id: &ContainerId) -> Result<ContainerStats>;
+}

@@ -32,11 +32,10 @@ const PROC_SUPER_MAGIC: libc::c_long = 0x9fa0;
 
 /// `openat2(dirfd, path, flags, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`.
 pub(crate) fn openat2_in_root(dirfd: RawFd, path: &CStr, flags: i32) -> SysResult<RawFd> {
-    let how = libc::open_how {
-        flags: (flags | libc::O_CLOEXEC) as u64,
-        mode: 0,
-        resolve: libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
-    };
+    // SAFETY: open_how is plain old data; all-zero is valid.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (flags | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
     loop {
         // SAFETY: `how` and `path` are valid for the duration of the call; the kernel copies them.
         let rc = unsafe {
@@ -223,6 +222,36 @@ impl Syscall for LinuxSyscall {
 
     fn set_dumpable(&self, on: bool) -> SysResult<()> {
         nix::sys::prctl::set_dumpable(on)
+    }
+
+    fn set_parent_death_kill(&self) -> SysResult<()> {
+        // SAFETY: getppid has no preconditions.
+        let before = unsafe { libc::getppid() };
+        // SAFETY: prctl with integer arguments.
+        let rc = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) };
+        check(rc as libc::c_long)?;
+        // SAFETY: getppid has no preconditions.
+        if unsafe { libc::getppid() } != before {
+            return Err(Errno::ESRCH);
+        }
+        Ok(())
+    }
+
+    fn reset_signals(&self) -> SysResult<()> {
+        for sig in 1..libc::SIGRTMAX() {
+            if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+                continue;
+            }
+            // SAFETY: restoring the default disposition; no handler pointer involved.
+            unsafe { libc::signal(sig, libc::SIG_DFL) };
+        }
+        // SAFETY: an empty, initialised sigset for SIG_SETMASK.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            check(libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) as libc::c_long)
+                .map(drop)
+        }
     }
 
     fn set_no_new_privs(&self) -> SysResult<()> {

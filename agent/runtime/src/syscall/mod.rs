@@ -2,7 +2,7 @@
 //! init sequence can be checked without root through [`RecordingSyscall`]. The implementation
 //! is always passed explicitly (`&dyn Syscall`); nothing switches on `cfg!(test)`.
 
-mod linux;
+pub(crate) mod linux;
 mod recording;
 
 use std::ffi::CString;
@@ -66,6 +66,11 @@ pub trait Syscall {
     fn symlink(&self, target: &Path, link: &Path) -> SysResult<()>;
     fn mkdir(&self, path: &Path, mode: u32) -> SysResult<()>;
     fn set_dumpable(&self, on: bool) -> SysResult<()>;
+    /// Die with SIGKILL when the parent (the supervisor) dies; fails if it already died.
+    fn set_parent_death_kill(&self) -> SysResult<()>;
+    /// Every signal back to `SIG_DFL` and an empty signal mask (the agent may ignore SIGPIPE or
+    /// block signals in the forking thread; the container must not inherit that).
+    fn reset_signals(&self) -> SysResult<()>;
     fn set_no_new_privs(&self) -> SysResult<()>;
     fn set_keep_caps(&self, on: bool) -> SysResult<()>;
     /// Drop every capability not in `keep` (a bit mask) from the bounding set.

@@ -19,6 +19,7 @@ pub struct RecordingSyscall {
     calls: RefCell<Vec<String>>,
     fail: RefCell<Option<String>>,
     next_fd: Cell<RawFd>,
+    cwd: RefCell<Option<PathBuf>>,
 }
 
 impl RecordingSyscall {
@@ -32,6 +33,11 @@ impl RecordingSyscall {
     /// Make the first call named `name` fail with `EPERM`.
     pub fn fail_on(&self, name: &str) {
         *self.fail.borrow_mut() = Some(name.to_string());
+    }
+
+    /// Make `getcwd` return this (e.g. a leaked fd's `(unreachable)/...`).
+    pub fn pretend_cwd(&self, cwd: &str) {
+        *self.cwd.borrow_mut() = Some(PathBuf::from(cwd));
     }
 
     /// All calls so far, `name(args)`.
@@ -114,6 +120,9 @@ impl Syscall for RecordingSyscall {
     }
     fn getcwd(&self) -> SysResult<PathBuf> {
         self.rec("getcwd", String::new())?;
+        if let Some(cwd) = self.cwd.borrow().clone() {
+            return Ok(cwd);
+        }
         // Pretend the last chdir succeeded.
         let calls = self.calls.borrow();
         let last = calls
@@ -152,6 +161,12 @@ impl Syscall for RecordingSyscall {
     }
     fn set_dumpable(&self, on: bool) -> SysResult<()> {
         self.rec("set_dumpable", on.to_string())
+    }
+    fn set_parent_death_kill(&self) -> SysResult<()> {
+        self.rec("set_parent_death_kill", String::new())
+    }
+    fn reset_signals(&self) -> SysResult<()> {
+        self.rec("reset_signals", String::new())
     }
     fn set_no_new_privs(&self) -> SysResult<()> {
         self.rec("set_no_new_privs", String::new())

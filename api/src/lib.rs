@@ -2,6 +2,7 @@
 //! typed client every component uses. No I/O except the client.
 
 pub mod apps;
+pub mod client;
 pub mod codec;
 pub mod core;
 pub mod meta;
@@ -15,6 +16,7 @@ pub use quantity::Quantity;
 pub use resource::Resource;
 pub mod selector;
 pub mod validation;
+pub mod watcher;
 
 pub use validation::{Defaults, ErrorList, FieldError, FieldErrorKind, Validate};
 

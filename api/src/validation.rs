@@ -3,6 +3,9 @@
 
 use std::fmt;
 
+pub mod names;
+pub use names::*;
+
 /// `field.ErrorType`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FieldErrorKind {

@@ -46,7 +46,9 @@ impl HollowRuntime {
 
     /// Make the next `create` of `id` fail (as `InitFailed` with `message`).
     pub fn fail_next_create(&self, id: &ContainerId, message: &str) {
-        self.lock().fail_create.insert(id.clone(), message.to_string());
+        self.lock()
+            .fail_create
+            .insert(id.clone(), message.to_string());
     }
 
     /// Make a (running or created) container exit with `status`.
@@ -97,7 +99,9 @@ impl Runtime for HollowRuntime {
             .sandboxes
             .remove(id)
             .ok_or_else(|| RuntimeError::SandboxNotFound(id.to_string()))?;
-        inner.containers.retain(|_, c| c.sandbox.as_ref() != Some(id));
+        inner
+            .containers
+            .retain(|_, c| c.sandbox.as_ref() != Some(id));
         Ok(())
     }
 
@@ -158,7 +162,11 @@ impl Runtime for HollowRuntime {
             .containers
             .get_mut(id)
             .ok_or_else(|| RuntimeError::NotFound(id.to_string()))?;
-        if matches!(c.status, ContainerStatus::Running | ContainerStatus::Created) && signal != 0 {
+        if matches!(
+            c.status,
+            ContainerStatus::Running | ContainerStatus::Created
+        ) && signal != 0
+        {
             c.status = ContainerStatus::Exited(ExitStatus {
                 code: 128 + signal,
                 signal: Some(signal),
@@ -287,11 +295,17 @@ mod tests {
         let rt = HollowRuntime::new();
         let id = ContainerId::new("c2").unwrap();
         rt.fail_next_create(&id, "boom");
-        assert!(matches!(rt.create(&spec("c2")), Err(RuntimeError::InitFailed { .. })));
+        assert!(matches!(
+            rt.create(&spec("c2")),
+            Err(RuntimeError::InitFailed { .. })
+        ));
         rt.create(&spec("c2")).unwrap();
         let mut s = spec("c3");
         s.sandbox = Some(SandboxId::new("nope").unwrap());
-        assert!(matches!(rt.create(&s), Err(RuntimeError::SandboxNotFound(_))));
+        assert!(matches!(
+            rt.create(&s),
+            Err(RuntimeError::SandboxNotFound(_))
+        ));
         let mut s = spec("c4");
         s.command.clear();
         assert!(rt.create(&s).unwrap_err().is_spec_error());

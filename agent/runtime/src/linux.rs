@@ -163,12 +163,11 @@ fn resolve_user(spec: &ContainerSpec) -> Result<(u32, u32, Vec<u32>)> {
                 name = Some(e.name.clone());
             }
         } else {
-            let e = entries
-                .iter()
-                .find(|e| e.name == user)
-                .ok_or_else(|| RuntimeError::UnknownUser {
+            let e = entries.iter().find(|e| e.name == user).ok_or_else(|| {
+                RuntimeError::UnknownUser {
                     user: user.to_string(),
-                })?;
+                }
+            })?;
             uid = Some(e.uid);
             gid = Some(e.gid);
             name = Some(e.name.clone());
@@ -243,7 +242,10 @@ fn validate(spec: &ContainerSpec) -> Result<()> {
     for l in &spec.lower_dirs {
         overlay_safe(l)?;
         if !l.is_dir() {
-            return Err(invalid(format!("image layer {} is not a directory", l.display())));
+            return Err(invalid(format!(
+                "image layer {} is not a directory",
+                l.display()
+            )));
         }
     }
     if let Some(cwd) = &spec.cwd {
@@ -600,7 +602,8 @@ impl LinuxRuntime {
         };
         let mut unshare = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWCGROUP;
         if spec.sandbox.is_none() {
-            unshare |= CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS;
+            unshare |=
+                CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS;
         }
         let rlimits = spec
             .rlimits
@@ -620,8 +623,14 @@ impl LinuxRuntime {
             (vec![], vec![])
         } else {
             (
-                rootfs::DEFAULT_MASKED_PATHS.iter().map(PathBuf::from).collect(),
-                rootfs::DEFAULT_READONLY_PATHS.iter().map(PathBuf::from).collect(),
+                rootfs::DEFAULT_MASKED_PATHS
+                    .iter()
+                    .map(PathBuf::from)
+                    .collect(),
+                rootfs::DEFAULT_READONLY_PATHS
+                    .iter()
+                    .map(PathBuf::from)
+                    .collect(),
             )
         };
         let seccomp = match (spec.seccomp, spec.privileged) {
@@ -631,11 +640,7 @@ impl LinuxRuntime {
         Ok(InitPlan {
             sync_fd: fds.sync_child.as_raw_fd(),
             cgroup_procs_fds: fds.procs.iter().map(|f| f.as_raw_fd()).collect(),
-            join_ns: fds
-                .ns
-                .iter()
-                .map(|(f, t)| (f.as_raw_fd(), *t))
-                .collect(),
+            join_ns: fds.ns.iter().map(|(f, t)| (f.as_raw_fd(), *t)).collect(),
             unshare,
             hostname,
             rootfs: dir.join("rootfs"),

@@ -37,12 +37,54 @@ pub const DEFAULT_READONLY_PATHS: [&str; 5] = [
 
 /// Character devices created in the container's /dev tmpfs.
 pub const DEVICES: [(&str, DevNode); 6] = [
-    ("/dev/null", DevNode { major: 1, minor: 3, mode: 0o666 }),
-    ("/dev/zero", DevNode { major: 1, minor: 5, mode: 0o666 }),
-    ("/dev/full", DevNode { major: 1, minor: 7, mode: 0o666 }),
-    ("/dev/random", DevNode { major: 1, minor: 8, mode: 0o666 }),
-    ("/dev/urandom", DevNode { major: 1, minor: 9, mode: 0o666 }),
-    ("/dev/tty", DevNode { major: 5, minor: 0, mode: 0o666 }),
+    (
+        "/dev/null",
+        DevNode {
+            major: 1,
+            minor: 3,
+            mode: 0o666,
+        },
+    ),
+    (
+        "/dev/zero",
+        DevNode {
+            major: 1,
+            minor: 5,
+            mode: 0o666,
+        },
+    ),
+    (
+        "/dev/full",
+        DevNode {
+            major: 1,
+            minor: 7,
+            mode: 0o666,
+        },
+    ),
+    (
+        "/dev/random",
+        DevNode {
+            major: 1,
+            minor: 8,
+            mode: 0o666,
+        },
+    ),
+    (
+        "/dev/urandom",
+        DevNode {
+            major: 1,
+            minor: 9,
+            mode: 0o666,
+        },
+    ),
+    (
+        "/dev/tty",
+        DevNode {
+            major: 5,
+            minor: 0,
+            mode: 0o666,
+        },
+    ),
 ];
 
 pub const DEV_SYMLINKS: [(&str, &str); 6] = [
@@ -88,6 +130,7 @@ fn fd_path(fd: RawFd) -> PathBuf {
 }
 
 /// Mount `fstype` (or bind `source`) on `dest`, resolved inside `root`.
+#[allow(clippy::too_many_arguments)]
 fn mount_in_root(
     sys: &dyn Syscall,
     root: RawFd,
@@ -100,33 +143,40 @@ fn mount_in_root(
     what: &'static str,
 ) -> Result<(), InitError> {
     let fd = sys.open_in_root(root, dest, create).map_err(step(what))?;
-    let target = fd_path(fd);
-    let res = sys
-        .mount(source, &target, fstype, flags, data)
-        .and_then(|()| {
-            if flags.contains(MsFlags::MS_BIND) && flags.contains(MsFlags::MS_RDONLY) {
-                // A bind mount ignores MS_RDONLY until it is remounted.
-                sys.mount(
-                    None,
-                    &target,
-                    None,
-                    MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC,
-                    None,
-                )
-            } else {
-                Ok(())
-            }
-        });
+    let res = sys.mount(source, &fd_path(fd), fstype, flags, data);
     sys.close(fd);
-    res.map_err(step(what))
+    res.map_err(step(what))?;
+    if flags.contains(MsFlags::MS_BIND) && flags.contains(MsFlags::MS_RDONLY) {
+        // A bind mount ignores MS_RDONLY until it is remounted; reopen the path so the fd is
+        // the new mount's root, not the directory underneath.
+        let fd = sys
+            .open_in_root(root, dest, Create::Nothing)
+            .map_err(step(what))?;
+        let res = sys.mount(
+            None,
+            &fd_path(fd),
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None,
+        );
+        sys.close(fd);
+        res.map_err(step(what))?;
+    }
+    Ok(())
 }
 
 /// Before pivot_root: overlay, /proc, /dev, /sys, volumes and /etc files, the cwd.
 pub fn prepare_rootfs(sys: &dyn Syscall, plan: &InitPlan) -> Result<(), InitError> {
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     // Nothing we mount may propagate back to the host.
-    sys.mount(None, Path::new("/"), None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)
-        .map_err(step("make / rprivate"))?;
+    sys.mount(
+        None,
+        Path::new("/"),
+        None,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None,
+    )
+    .map_err(step("make / rprivate"))?;
     sys.mount(
         Some(Path::new("overlay")),
         &plan.rootfs,
@@ -205,8 +255,14 @@ pub fn pivot_root(sys: &dyn Syscall, rootfs: &Path) -> Result<(), InitError> {
         .map_err(step("pivot_root"))?;
     // The old root is now stacked on "."; make it private so the detach cannot propagate, then
     // detach it.
-    sys.mount(None, Path::new("."), None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)
-        .map_err(step("make old root private"))?;
+    sys.mount(
+        None,
+        Path::new("."),
+        None,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None,
+    )
+    .map_err(step("make old root private"))?;
     sys.umount2(Path::new("."), MntFlags::MNT_DETACH)
         .map_err(step("detach old root"))?;
     sys.chdir(Path::new("/")).map_err(step("chdir /"))
@@ -215,13 +271,15 @@ pub fn pivot_root(sys: &dyn Syscall, rootfs: &Path) -> Result<(), InitError> {
 /// After pivot_root: /dev contents, read-only and masked paths, read-only root.
 pub fn finish_rootfs(sys: &dyn Syscall, plan: &InitPlan) -> Result<(), InitError> {
     for (path, dev) in DEVICES {
-        sys.mknod_char(Path::new(path), dev).map_err(step("mknod"))?;
+        sys.mknod_char(Path::new(path), dev)
+            .map_err(step("mknod"))?;
     }
     for (target, link) in DEV_SYMLINKS {
         sys.symlink(Path::new(target), Path::new(link))
             .map_err(step("dev symlink"))?;
     }
-    sys.mkdir(Path::new("/dev/pts"), 0o755).map_err(step("mkdir /dev/pts"))?;
+    sys.mkdir(Path::new("/dev/pts"), 0o755)
+        .map_err(step("mkdir /dev/pts"))?;
     sys.mount(
         Some(Path::new("devpts")),
         Path::new("/dev/pts"),
@@ -230,7 +288,8 @@ pub fn finish_rootfs(sys: &dyn Syscall, plan: &InitPlan) -> Result<(), InitError
         Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
     )
     .map_err(step("mount /dev/pts"))?;
-    sys.mkdir(Path::new("/dev/shm"), 0o1777).map_err(step("mkdir /dev/shm"))?;
+    sys.mkdir(Path::new("/dev/shm"), 0o1777)
+        .map_err(step("mkdir /dev/shm"))?;
     sys.mount(
         Some(Path::new("shm")),
         Path::new("/dev/shm"),
@@ -239,7 +298,8 @@ pub fn finish_rootfs(sys: &dyn Syscall, plan: &InitPlan) -> Result<(), InitError
         Some("mode=1777,size=65536k"),
     )
     .map_err(step("mount /dev/shm"))?;
-    sys.mkdir(Path::new("/dev/mqueue"), 0o755).map_err(step("mkdir /dev/mqueue"))?;
+    sys.mkdir(Path::new("/dev/mqueue"), 0o755)
+        .map_err(step("mkdir /dev/mqueue"))?;
     sys.mount(
         Some(Path::new("mqueue")),
         Path::new("/dev/mqueue"),
@@ -269,7 +329,13 @@ pub fn finish_rootfs(sys: &dyn Syscall, plan: &InitPlan) -> Result<(), InitError
         .map_err(step("readonly path remount"))?;
     }
     for p in &plan.masked_paths {
-        match sys.mount(Some(Path::new("/dev/null")), p, None, MsFlags::MS_BIND, None) {
+        match sys.mount(
+            Some(Path::new("/dev/null")),
+            p,
+            None,
+            MsFlags::MS_BIND,
+            None,
+        ) {
             Ok(()) | Err(Errno::ENOENT) => {}
             Err(Errno::ENOTDIR) | Err(Errno::EINVAL) => sys
                 .mount(

@@ -66,13 +66,34 @@ mod tests {
             .iter()
             .map(|r| r["syscall"].as_str().unwrap())
             .collect();
-        for must in ["read", "write", "execve", "clone", "socket", "wait4", "exit_group"] {
+        for must in [
+            "read",
+            "write",
+            "execve",
+            "clone",
+            "socket",
+            "wait4",
+            "exit_group",
+        ] {
             assert!(names.contains(&must), "{must} allowed");
         }
         for never in [
-            "mount", "umount2", "unshare", "setns", "pivot_root", "kexec_load", "bpf",
-            "init_module", "open_by_handle_at", "reboot", "swapon", "keyctl", "add_key",
-            "userfaultfd", "perf_event_open", "io_uring_setup",
+            "mount",
+            "umount2",
+            "unshare",
+            "setns",
+            "pivot_root",
+            "kexec_load",
+            "bpf",
+            "init_module",
+            "open_by_handle_at",
+            "reboot",
+            "swapon",
+            "keyctl",
+            "add_key",
+            "userfaultfd",
+            "perf_event_open",
+            "io_uring_setup",
         ] {
             assert!(!names.contains(&never), "{never} must not be allowed");
         }

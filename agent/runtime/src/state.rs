@@ -106,6 +106,9 @@ mod tests {
         };
         write_json(&p, &v).unwrap();
         assert_eq!(read_json::<PersistedSandbox>(&p).unwrap(), Some(v));
-        assert_eq!(read_json::<PersistedSandbox>(&tmp.path().join("x")).unwrap(), None);
+        assert_eq!(
+            read_json::<PersistedSandbox>(&tmp.path().join("x")).unwrap(),
+            None
+        );
     }
 }

@@ -63,7 +63,9 @@ pub(crate) fn flat_keyed(content: &str, key: &str) -> Option<u64> {
 pub(crate) fn check_rel(rel: &str) -> CgResult<()> {
     if rel.is_empty()
         || rel.starts_with('/')
-        || rel.split('/').any(|c| c.is_empty() || c == "." || c == "..")
+        || rel
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
     {
         return Err(CgroupError::BadPath(rel.to_string()));
     }
@@ -223,7 +225,10 @@ pub fn manager_from_mounts(
                 .map(move |c| (c.clone(), m.mount_point.clone()))
         })
         .collect();
-    if v1.iter().any(|(c, _)| c == "memory" || c == "pids" || c == "cpu") {
+    if v1
+        .iter()
+        .any(|(c, _)| c == "memory" || c == "pids" || c == "cpu")
+    {
         return Ok(Box::new(V1Manager::new(v1)));
     }
     if let Some(m) = mounts

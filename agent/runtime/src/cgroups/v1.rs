@@ -67,7 +67,10 @@ impl V1Manager {
             }
             if let Some(lim) = res.cpu_limit_millis {
                 write_file(&dir.join("cpu.cfs_period_us"), &CFS_PERIOD_US.to_string())?;
-                write_file(&dir.join("cpu.cfs_quota_us"), &millis_to_quota(lim).to_string())?;
+                write_file(
+                    &dir.join("cpu.cfs_quota_us"),
+                    &millis_to_quota(lim).to_string(),
+                )?;
             }
         }
         if let (Some(dir), Some(max)) = (self.dir("pids", rel), res.pids_limit) {
@@ -132,7 +135,8 @@ impl CgroupManager for V1Manager {
         check_rel(rel)?;
         for m in self.unique_mounts() {
             let dir = m.join(rel);
-            std::fs::create_dir_all(&dir).map_err(|source| CgroupError::Io { path: dir, source })?;
+            std::fs::create_dir_all(&dir)
+                .map_err(|source| CgroupError::Io { path: dir, source })?;
         }
         self.apply(rel, res)
     }
@@ -183,8 +187,9 @@ impl CgroupManager for V1Manager {
 
     fn oom_kills(&self, rel: &str) -> CgResult<u64> {
         match self.dir("memory", rel) {
-            Some(dir) => Ok(flat_keyed(&read_file(&dir.join("memory.oom_control"))?, "oom_kill")
-                .unwrap_or(0)),
+            Some(dir) => Ok(
+                flat_keyed(&read_file(&dir.join("memory.oom_control"))?, "oom_kill").unwrap_or(0),
+            ),
             None => Ok(0),
         }
     }

@@ -26,7 +26,8 @@ impl V2Manager {
     fn enable_subtree(dir: &Path) -> CgResult<()> {
         let available = std::fs::read_to_string(dir.join("cgroup.controllers"))
             .unwrap_or_else(|_| CONTROLLERS.join(" "));
-        let enabled = std::fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap_or_default();
+        let enabled =
+            std::fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap_or_default();
         let want: Vec<String> = CONTROLLERS
             .iter()
             .filter(|c| available.split_whitespace().any(|a| a == **c))
@@ -136,10 +137,11 @@ impl CgroupManager for V2Manager {
     }
 
     fn oom_kills(&self, rel: &str) -> CgResult<u64> {
-        Ok(
-            flat_keyed(&read_file(&self.root.join(rel).join("memory.events"))?, "oom_kill")
-                .unwrap_or(0),
+        Ok(flat_keyed(
+            &read_file(&self.root.join(rel).join("memory.events"))?,
+            "oom_kill",
         )
+        .unwrap_or(0))
     }
 
     fn remove_dir(&self, rel: &str) -> CgResult<()> {
@@ -192,8 +194,11 @@ mod tests {
     #[test]
     fn v2_enables_controllers_and_writes_limits() {
         let tmp = tempfile::tempdir().unwrap();
-        std::fs::write(tmp.path().join("cgroup.controllers"), "cpuset cpu io memory pids\n")
-            .unwrap();
+        std::fs::write(
+            tmp.path().join("cgroup.controllers"),
+            "cpuset cpu io memory pids\n",
+        )
+        .unwrap();
         std::fs::write(tmp.path().join("cgroup.subtree_control"), "memory\n").unwrap();
         let m = V2Manager::new(tmp.path().to_path_buf());
         let res = Resources {
@@ -204,7 +209,10 @@ mod tests {
         };
         m.create("kapsel/pod-b/c1", &res).unwrap();
         // root already had memory: only cpu and pids are added
-        assert_eq!(read(tmp.path().join("cgroup.subtree_control")), "+cpu +pids");
+        assert_eq!(
+            read(tmp.path().join("cgroup.subtree_control")),
+            "+cpu +pids"
+        );
         // intermediate dirs (no cgroup.controllers fixture) get all three
         assert_eq!(
             read(tmp.path().join("kapsel/cgroup.subtree_control")),
@@ -219,7 +227,10 @@ mod tests {
         assert_eq!(read(d.join("cpu.max")), "20000 100000");
         assert_eq!(read(d.join("cpu.weight")), "39");
         assert_eq!(read(d.join("pids.max")), "100");
-        assert!(!d.join("cgroup.subtree_control").exists(), "leaf keeps no controllers");
+        assert!(
+            !d.join("cgroup.subtree_control").exists(),
+            "leaf keeps no controllers"
+        );
     }
 
     #[test]
@@ -232,8 +243,11 @@ mod tests {
         std::fs::write(d.join("memory.current"), "4096\n").unwrap();
         std::fs::write(d.join("memory.stat"), "anon 10\ninactive_file 1024\n").unwrap();
         std::fs::write(d.join("pids.current"), "2\n").unwrap();
-        std::fs::write(d.join("memory.events"), "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n")
-            .unwrap();
+        std::fs::write(
+            d.join("memory.events"),
+            "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n",
+        )
+        .unwrap();
         let s = m.stats("kapsel/c2").unwrap();
         assert_eq!(s.cpu_usage_ns, 250_000);
         assert_eq!(s.memory_working_set_bytes, 3072);

@@ -102,7 +102,8 @@ impl MainChannel {
                 revents: 0,
             };
             // SAFETY: one valid pollfd.
-            let rc = unsafe { libc::poll(&mut pfd, 1, left.as_millis().min(i32::MAX as u128) as i32) };
+            let rc =
+                unsafe { libc::poll(&mut pfd, 1, left.as_millis().min(i32::MAX as u128) as i32) };
             if rc < 0 {
                 if Errno::last() == Errno::EINTR {
                     continue;

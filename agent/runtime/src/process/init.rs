@@ -86,7 +86,8 @@ fn setup(sys: &dyn Syscall, plan: &InitPlan) -> Result<CString, InitError> {
     // 1. Not dumpable while we still are the agent's image (CVE-2019-5736 class): nothing in a
     //    namespace we join can open /proc/<us>/exe or ptrace us. execve resets it.
     sys.set_dumpable(false).map_err(e("set_dumpable"))?;
-    sys.set_parent_death_kill().map_err(e("parent death signal"))?;
+    sys.set_parent_death_kill()
+        .map_err(e("parent death signal"))?;
     sys.reset_signals().map_err(e("reset signals"))?;
     // 2. Join the cgroups before anything else so every later child is captured.
     for fd in &plan.cgroup_procs_fds {
@@ -120,8 +121,18 @@ fn setup(sys: &dyn Syscall, plan: &InitPlan) -> Result<CString, InitError> {
         .map_err(e("send ready"))?;
     match sys.recv_sync(plan.sync_fd) {
         Ok(SyncMsg::Start) => {}
-        Ok(_) => return Err(InitError { step: "wait start", errno: Errno::EBADMSG }),
-        Err(err) => return Err(InitError { step: "wait start", errno: err }),
+        Ok(_) => {
+            return Err(InitError {
+                step: "wait start",
+                errno: Errno::EBADMSG,
+            })
+        }
+        Err(err) => {
+            return Err(InitError {
+                step: "wait start",
+                errno: err,
+            })
+        }
     }
     // 7. Without no_new_privs, seccomp needs CAP_SYS_ADMIN: load it before dropping caps.
     if !plan.no_new_privs {
@@ -140,8 +151,12 @@ fn setup(sys: &dyn Syscall, plan: &InitPlan) -> Result<CString, InitError> {
     sys.chdir(&plan.cwd).map_err(e("chdir cwd"))?;
     verify_cwd(sys)?;
     sys.set_keep_caps(false).map_err(e("keepcaps"))?;
-    sys.set_caps(plan.caps.effective, plan.caps.permitted, plan.caps.inheritable)
-        .map_err(e("set caps"))?;
+    sys.set_caps(
+        plan.caps.effective,
+        plan.caps.permitted,
+        plan.caps.inheritable,
+    )
+    .map_err(e("set caps"))?;
     sys.clear_ambient_caps().map_err(e("clear ambient caps"))?;
     // 9. stdio, then really close every other fd (the sync socket stays, O_CLOEXEC, so an exec
     //    failure can still be reported) and verify it.
@@ -269,12 +284,20 @@ mod tests {
         ];
         let idx: Vec<usize> = order.iter().map(|n| index_of(&names, n)).collect();
         for w in idx.windows(2).zip(order.windows(2)) {
-            assert!(w.0[0] < w.0[1], "{} must come before {}: {calls:#?}", w.1[0], w.1[1]);
+            assert!(
+                w.0[0] < w.0[1],
+                "{} must come before {}: {calls:#?}",
+                w.1[0],
+                w.1[1]
+            );
         }
         // seccomp is the very last thing before execve
         assert_eq!(names[names.len() - 2], "apply_seccomp");
         // the overlay is mounted before pivot_root, read-only root after the masks
-        let overlay = calls.iter().position(|c| c.contains("\"overlay\"")).unwrap();
+        let overlay = calls
+            .iter()
+            .position(|c| c.contains("\"overlay\""))
+            .unwrap();
         assert!(overlay < index_of(&names, "pivot_root"));
         let ro_root = calls
             .iter()
@@ -289,7 +312,10 @@ mod tests {
         let vol = calls.iter().position(|c| c.contains("/data, Dir")).unwrap();
         assert!(calls[vol + 1].contains("/host/vol") && calls[vol + 1].contains("/proc/self/fd/"));
         // cwd is verified after the uid change, with keepcaps cleared only after that
-        let keep_off = calls.iter().rposition(|c| c == "set_keep_caps(false)").unwrap();
+        let keep_off = calls
+            .iter()
+            .rposition(|c| c == "set_keep_caps(false)")
+            .unwrap();
         assert!(keep_off > index_of(&names, "getcwd"));
         // a non-root user ends with empty effective/permitted/inheritable sets
         assert!(calls.iter().any(|c| c == "set_caps(0x0, 0x0, 0x0)"));

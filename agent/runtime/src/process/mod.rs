@@ -145,25 +145,26 @@ fn supervisor(req: &SpawnRequest<'_>) -> i32 {
         return fail("fork init", Errno::last());
     }
     if child == 0 {
-        let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            match container_init(&sys, plan) {
-                InitOutcome::Failed(err) => {
-                    let _ = sys.send_sync(
-                        plan.sync_fd,
-                        &SyncMsg::Error {
-                            step: err.step.to_string(),
-                            message: err.errno.desc().to_string(),
-                        },
-                    );
-                    1
+        let code =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                match container_init(&sys, plan) {
+                    InitOutcome::Failed(err) => {
+                        let _ = sys.send_sync(
+                            plan.sync_fd,
+                            &SyncMsg::Error {
+                                step: err.step.to_string(),
+                                message: err.errno.desc().to_string(),
+                            },
+                        );
+                        1
+                    }
+                    InitOutcome::ExecFailed(m) => {
+                        let _ = sys.send_sync(plan.sync_fd, &SyncMsg::ExecFailed(m));
+                        127
+                    }
                 }
-                InitOutcome::ExecFailed(m) => {
-                    let _ = sys.send_sync(plan.sync_fd, &SyncMsg::ExecFailed(m));
-                    127
-                }
-            }
-        }))
-        .unwrap_or(101);
+            }))
+            .unwrap_or(101);
         // SAFETY: leaving the forked child.
         unsafe { libc::_exit(code) };
     }
@@ -195,12 +196,11 @@ fn supervisor(req: &SpawnRequest<'_>) -> i32 {
     };
     let tmp = req.exit_file.with_extension("tmp");
     match serde_json::to_vec(&record) {
-        Ok(buf) if std::fs::write(&tmp, &buf).is_ok() => {
-            if std::fs::rename(&tmp, &req.exit_file).is_ok() {
-                0
-            } else {
-                3
-            }
+        Ok(buf)
+            if std::fs::write(&tmp, &buf).is_ok()
+                && std::fs::rename(&tmp, &req.exit_file).is_ok() =>
+        {
+            0
         }
         _ => 3,
     }

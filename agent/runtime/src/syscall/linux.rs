@@ -228,7 +228,15 @@ impl Syscall for LinuxSyscall {
         // SAFETY: getppid has no preconditions.
         let before = unsafe { libc::getppid() };
         // SAFETY: prctl with integer arguments.
-        let rc = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) };
+        let rc = unsafe {
+            libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            )
+        };
         check(rc as libc::c_long)?;
         // SAFETY: getppid has no preconditions.
         if unsafe { libc::getppid() } != before {
@@ -266,7 +274,8 @@ impl Syscall for LinuxSyscall {
         for cap in 0..=crate::capabilities::last_cap() {
             if keep & (1u64 << cap) == 0 {
                 // SAFETY: prctl with integer arguments.
-                let rc = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+                let rc =
+                    unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
                 if rc < 0 && Errno::last() != Errno::EINVAL {
                     return Err(Errno::last());
                 }
@@ -310,13 +319,8 @@ impl Syscall for LinuxSyscall {
             },
         ];
         // SAFETY: header and data have the kernel's capget/capset v3 layout and outlive the call.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_capset,
-                &mut header as *mut Header,
-                data.as_ptr(),
-            )
-        };
+        let rc =
+            unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut Header, data.as_ptr()) };
         check(rc).map(drop)
     }
 
@@ -390,7 +394,9 @@ impl Syscall for LinuxSyscall {
     fn verify_fds(&self, keep: RawFd) -> SysResult<()> {
         let dir = nix::dir::Dir::open(
             "/proc/self/fd",
-            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::fcntl::OFlag::O_RDONLY
+                | nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_CLOEXEC,
             nix::sys::stat::Mode::empty(),
         )?;
         let own = std::os::fd::AsRawFd::as_raw_fd(&dir);
@@ -424,12 +430,30 @@ impl Syscall for LinuxSyscall {
     }
 
     fn apply_seccomp(&self, filter: &[seccompiler::sock_filter]) -> SysResult<()> {
-        seccompiler::apply_filter(filter).map_err(|e| match e {
-            seccompiler::Error::Seccomp(io) | seccompiler::Error::Prctl(io) => {
-                Errno::from_raw(io.raw_os_error().unwrap_or(libc::EINVAL))
-            }
-            _ => Errno::EINVAL,
-        })
+        // Not seccompiler::apply_filter: it always sets no_new_privs, which must stay the
+        // spec's choice (allowPrivilegeEscalation).
+        #[repr(C)]
+        struct SockFprog {
+            len: u16,
+            filter: *const seccompiler::sock_filter,
+        }
+        if filter.is_empty() || filter.len() > u16::MAX as usize {
+            return Err(Errno::EINVAL);
+        }
+        let prog = SockFprog {
+            len: filter.len() as u16,
+            filter: filter.as_ptr(),
+        };
+        // SAFETY: `prog` points at `filter`, both alive for the call; the kernel copies them.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                0,
+                &prog as *const SockFprog,
+            )
+        };
+        check(rc).map(drop)
     }
 
     fn resolve_exec(&self, candidates: &[PathBuf]) -> SysResult<CString> {
@@ -437,8 +461,13 @@ impl Syscall for LinuxSyscall {
         let mut last = Errno::ENOENT;
         for cand in candidates {
             let Ok(c) = cstr(cand) else { continue };
-            let rel = CString::new(c.as_bytes().trim_ascii_start().strip_prefix(b"/").unwrap_or(c.as_bytes()))
-                .map_err(|_| Errno::EINVAL)?;
+            let rel = CString::new(
+                c.as_bytes()
+                    .trim_ascii_start()
+                    .strip_prefix(b"/")
+                    .unwrap_or(c.as_bytes()),
+            )
+            .map_err(|_| Errno::EINVAL)?;
             match openat2_in_root(root, &rel, libc::O_PATH) {
                 Ok(fd) => {
                     // SAFETY: zeroed statfs/stat are valid out-params for fstatfs/fstat.

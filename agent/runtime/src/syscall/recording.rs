@@ -73,7 +73,10 @@ impl RecordingSyscall {
 
 impl Syscall for RecordingSyscall {
     fn write_fd(&self, fd: RawFd, data: &[u8]) -> SysResult<()> {
-        self.rec("write_fd", format!("{fd}, {:?}", String::from_utf8_lossy(data)))
+        self.rec(
+            "write_fd",
+            format!("{fd}, {:?}", String::from_utf8_lossy(data)),
+        )
     }
     fn close(&self, fd: RawFd) {
         let _ = self.rec("close", fd.to_string());

@@ -34,8 +34,18 @@ pub fn can_run() -> bool {
 pub fn busybox_rootfs(dir: &Path) -> PathBuf {
     let root = dir.join("rootfs");
     for d in [
-        "bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "tmp", "root",
-        "home/user", "var",
+        "bin",
+        "sbin",
+        "usr/bin",
+        "usr/sbin",
+        "etc",
+        "proc",
+        "sys",
+        "dev",
+        "tmp",
+        "root",
+        "home/user",
+        "var",
     ] {
         std::fs::create_dir_all(root.join(d)).unwrap();
     }
@@ -89,7 +99,11 @@ impl Env {
             cgroup_parent: format!(
                 "kt-{}-{}",
                 std::process::id(),
-                tmp.path().file_name().unwrap().to_string_lossy().replace('.', "")
+                tmp.path()
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .replace('.', "")
             ),
             ..RuntimeConfig::default()
         };
@@ -151,7 +165,9 @@ impl Env {
             .map(|e| e.path().join(&self.config.cgroup_parent))
             .collect();
         while let Some(d) = stack.pop() {
-            let Ok(rd) = std::fs::read_dir(&d) else { continue };
+            let Ok(rd) = std::fs::read_dir(&d) else {
+                continue;
+            };
             for e in rd.flatten() {
                 if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
                     if e.file_name().to_string_lossy() == name {
@@ -174,7 +190,8 @@ impl Drop for Env {
                     let _ = self.rt.remove_sandbox(&id);
                 }
                 for ns in ["net", "ipc", "uts"] {
-                    let _ = nix::mount::umount2(&e.path().join(ns), nix::mount::MntFlags::MNT_DETACH);
+                    let _ =
+                        nix::mount::umount2(&e.path().join(ns), nix::mount::MntFlags::MNT_DETACH);
                 }
             }
         }

@@ -268,6 +268,11 @@ fn validate(spec: &ContainerSpec) -> Result<()> {
             return Err(invalid(format!("bad hostname {h:?}")));
         }
     }
+    if !spec.host_users {
+        return Err(RuntimeError::Unsupported(
+            "user namespaces (hostUsers: false)".into(),
+        ));
+    }
     if spec.share_process_namespace {
         return Err(RuntimeError::Unsupported(
             "shareProcessNamespace (needs a long-lived pod pid 1)".into(),

@@ -193,6 +193,10 @@ pub struct ContainerSpec {
     pub read_only_rootfs: bool,
     #[serde(default)]
     pub rlimits: Vec<Rlimit>,
+    /// `hostUsers`: `false` asks for a user namespace. Not supported yet: `create` returns
+    /// `RuntimeError::Unsupported`.
+    #[serde(default = "yes")]
+    pub host_users: bool,
     /// Share the sandbox's pid namespace? Not supported yet (needs a long-lived pid 1).
     #[serde(default)]
     pub share_process_namespace: bool,
@@ -235,6 +239,7 @@ impl ContainerSpec {
             seccomp: SeccompProfile::RuntimeDefault,
             read_only_rootfs: false,
             rlimits: Vec::new(),
+            host_users: true,
             share_process_namespace: false,
             stdout_path: None,
             stderr_path: None,

@@ -541,3 +541,35 @@ fn a_restarted_runtime_readopts_its_containers() {
     rt2.delete(&id).unwrap();
     assert!(rt2.list().unwrap().is_empty());
 }
+
+#[test]
+fn rlimits_are_clamped_to_the_agents_own() {
+    let Some(env) = Env::new() else { return };
+    let mut agent = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid out pointer.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut agent) };
+    let mut spec = env.sh("rl", "ulimit -n; ulimit -Hn; ulimit -Hu");
+    spec.rlimits = vec![
+        kapsel_runtime::Rlimit {
+            resource: kapsel_runtime::RlimitResource::Nofile,
+            soft: 100,
+            hard: u64::MAX,
+        },
+        kapsel_runtime::Rlimit {
+            resource: kapsel_runtime::RlimitResource::Nproc,
+            soft: 50,
+            hard: 60,
+        },
+    ];
+    let (st, out) = env.run(&spec);
+    assert_eq!(st.code, 0);
+    let hard = if agent.rlim_max == libc::RLIM_INFINITY {
+        "unlimited".to_string()
+    } else {
+        agent.rlim_max.to_string()
+    };
+    assert_eq!(out, format!("100\n{hard}\n60\n"));
+}

@@ -212,6 +212,9 @@ impl CgroupManager for V1Manager {
     }
 
     fn kill_all(&self, rel: &str, timeout: Duration) -> CgResult<()> {
+        if self.pids(rel)?.is_empty() {
+            return Ok(());
+        }
         // Freeze first so a fork bomb cannot outrun the killing, then kill and thaw.
         let frozen = self.freeze(rel, "FROZEN");
         let deadline = Instant::now() + timeout;

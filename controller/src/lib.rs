@@ -10,10 +10,13 @@ pub mod clock;
 pub mod deployment;
 pub mod error;
 pub mod events;
+pub mod gc;
 
 pub mod labels;
+pub mod nodelifecycle;
 
 pub mod podutil;
+pub mod replicaset;
 
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use error::Error;

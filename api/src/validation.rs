@@ -3,7 +3,14 @@
 
 use std::fmt;
 
+pub mod apps;
+pub mod core;
+pub mod field;
+pub mod meta;
 pub mod names;
+pub mod pod;
+pub use field::*;
+pub use meta::*;
 pub use names::*;
 
 /// `field.ErrorType`.
@@ -81,28 +88,59 @@ pub trait Defaults {
     fn apply_defaults(&mut self) {}
 }
 
-// PLACEHOLDER impls so dependants compile while the per-kind rules are written; each kind's real
-// rules replace its line here.
-macro_rules! placeholder_rules {
-    ($($t:ty),*) => {$(
-        impl Validate for $t { fn validate(&self) -> ErrorList { Vec::new() } }
-        impl Defaults for $t {}
-    )*};
+// ------------------------------------------------------------------ per-kind impls
+
+macro_rules! rules {
+    ($t:ty, validate: $v:expr, update: $u:expr, defaults: $d:expr) => {
+        impl Validate for $t {
+            fn validate(&self) -> ErrorList {
+                $v(self)
+            }
+            fn validate_update(&self, old: &Self) -> ErrorList {
+                $u(self, old)
+            }
+        }
+        impl Defaults for $t {
+            fn apply_defaults(&mut self) {
+                $d(self)
+            }
+        }
+    };
 }
-placeholder_rules!(
-    crate::core::Namespace,
-    crate::core::Node,
-    crate::core::Pod,
-    crate::core::Service,
-    crate::core::Endpoints,
-    crate::core::ConfigMap,
-    crate::core::Secret,
-    crate::core::LimitRange,
-    crate::core::ResourceQuota,
-    crate::core::Event,
-    crate::core::Binding,
-    crate::apps::ReplicaSet,
-    crate::apps::Deployment,
-    crate::apps::Lease,
-    crate::apps::Scale
-);
+
+/// `validate` plus the metadata update rules.
+fn with_meta_update<T: crate::Resource>(v: fn(&T) -> ErrorList) -> impl Fn(&T, &T) -> ErrorList {
+    move |new: &T, old: &T| {
+        let mut errs = v(new);
+        errs.extend(validate_object_meta_update(
+            new.meta(),
+            old.meta(),
+            "metadata",
+        ));
+        errs
+    }
+}
+
+fn no_defaults<T>(_: &mut T) {}
+
+use crate::apps::{Deployment, Lease, ReplicaSet, Scale};
+use crate::core::{
+    Binding, ConfigMap, Endpoints, Event, LimitRange, Namespace, Node, Pod, ResourceQuota, Secret,
+    Service,
+};
+
+rules!(Namespace, validate: core::validate_namespace, update: with_meta_update(core::validate_namespace), defaults: no_defaults);
+rules!(Node, validate: core::validate_node, update: core::validate_node_update, defaults: core::default_node);
+rules!(Pod, validate: pod::validate_pod, update: pod::validate_pod_update, defaults: pod::default_pod);
+rules!(Service, validate: core::validate_service, update: core::validate_service_update, defaults: core::default_service);
+rules!(Endpoints, validate: core::validate_endpoints, update: with_meta_update(core::validate_endpoints), defaults: core::default_endpoints);
+rules!(ConfigMap, validate: core::validate_config_map, update: core::validate_config_map_update, defaults: no_defaults);
+rules!(Secret, validate: core::validate_secret, update: core::validate_secret_update, defaults: core::default_secret);
+rules!(LimitRange, validate: core::validate_limit_range, update: with_meta_update(core::validate_limit_range), defaults: core::default_limit_range);
+rules!(ResourceQuota, validate: core::validate_resource_quota, update: with_meta_update(core::validate_resource_quota), defaults: no_defaults);
+rules!(Event, validate: core::validate_event, update: with_meta_update(core::validate_event), defaults: no_defaults);
+rules!(Binding, validate: core::validate_binding, update: |n: &Binding, _: &Binding| core::validate_binding(n), defaults: no_defaults);
+rules!(ReplicaSet, validate: apps::validate_replica_set, update: apps::validate_replica_set_update, defaults: apps::default_replica_set);
+rules!(Deployment, validate: apps::validate_deployment, update: apps::validate_deployment_update, defaults: apps::default_deployment);
+rules!(Lease, validate: apps::validate_lease, update: with_meta_update(apps::validate_lease), defaults: no_defaults);
+rules!(Scale, validate: apps::validate_scale, update: |n: &Scale, _: &Scale| apps::validate_scale(n), defaults: no_defaults);

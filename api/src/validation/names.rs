@@ -110,6 +110,31 @@ pub fn dns1123_label_errors(s: &str) -> Vec<String> {
     errs
 }
 
+/// `[a-z]([-a-z0-9]*[a-z0-9])?`
+pub const DNS1035_LABEL_FMT: &str = "[a-z]([-a-z0-9]*[a-z0-9])?";
+const DNS1035_LABEL_ERR: &str = "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character";
+
+/// Whether `s` is a DNS-1035 label (`my-name`: starts with a letter; Service names).
+pub fn is_dns1035_label(s: &str) -> bool {
+    dns1035_label_errors(s).is_empty()
+}
+
+/// `validation.IsDNS1035Label`.
+pub fn dns1035_label_errors(s: &str) -> Vec<String> {
+    let mut errs = Vec::new();
+    if s.len() > DNS1123_LABEL_MAX_LENGTH {
+        errs.push(max_len_error(DNS1123_LABEL_MAX_LENGTH));
+    }
+    if !(matches_dns_label(s) && s.as_bytes()[0].is_ascii_lowercase()) {
+        errs.push(regex_error(
+            DNS1035_LABEL_ERR,
+            DNS1035_LABEL_FMT,
+            &["my-name", "abc-123"],
+        ));
+    }
+    errs
+}
+
 /// `validation.IsDNS1123Subdomain`.
 pub fn dns1123_subdomain_errors(s: &str) -> Vec<String> {
     let mut errs = Vec::new();

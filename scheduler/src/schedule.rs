@@ -376,7 +376,7 @@ mod tests {
             s.get_mut(&node).expect("node").add_pod(&pod);
         }
         for n in s.nodes() {
-            assert_eq!(n.pods_by_owner.get("rs-1"), Some(&2), "{}", n.name);
+            assert_eq!(n.owner_count("rs-1"), 2, "{}", n.name);
         }
     }
 

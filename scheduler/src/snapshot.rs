@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::Arc;
 
 use kapsel_api::{Node, Pod, Toleration};
@@ -45,6 +46,60 @@ impl HostPort {
     }
 }
 
+/// A controller owner's uid with its hash computed once, so the per-node spread lookup costs an
+/// integer probe and (on a hit) one string comparison.
+#[derive(Clone, Debug, Eq)]
+pub struct OwnerKey {
+    hash: u64,
+    uid: Arc<str>,
+}
+
+impl OwnerKey {
+    pub fn new(uid: &str) -> OwnerKey {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        uid.hash(&mut h);
+        OwnerKey {
+            hash: h.finish(),
+            uid: Arc::from(uid),
+        }
+    }
+    pub fn uid(&self) -> &str {
+        &self.uid
+    }
+}
+
+impl PartialEq for OwnerKey {
+    fn eq(&self, o: &OwnerKey) -> bool {
+        self.hash == o.hash && self.uid == o.uid
+    }
+}
+
+impl Hash for OwnerKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+/// Passes a precomputed `u64` through (only ever fed by `OwnerKey::hash`).
+#[derive(Default)]
+pub struct PrehashedHasher(u64);
+
+impl Hasher for PrehashedHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(5) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+pub type OwnerCounts = HashMap<OwnerKey, u32, BuildHasherDefault<PrehashedHasher>>;
+
 /// Everything about a pod the filters and scores need, computed once per pod (Kubernetes does this
 /// in PreFilter and stores it in the CycleState; we compute it when the pod enters the queue).
 #[derive(Clone, Debug)]
@@ -55,7 +110,7 @@ pub struct PodInfo {
     pub request: PodRequest,
     pub host_ports: Vec<HostPort>,
     /// The uid of the controller owner (ReplicaSet, …), used for spreading.
-    pub owner_uid: Option<String>,
+    pub owner: Option<OwnerKey>,
     pub required_affinity: Option<CompiledNodeSelector>,
     pub preferred_affinity: Vec<(i64, CompiledTerm)>,
 }
@@ -99,17 +154,17 @@ impl PodInfo {
                     .collect();
             }
         }
-        let owner_uid = pod
+        let owner = pod
             .metadata
             .controller_ref()
-            .map(|o| o.uid.clone())
-            .filter(|u| !u.is_empty());
+            .filter(|o| !o.uid.is_empty())
+            .map(|o| OwnerKey::new(&o.uid));
         Ok(PodInfo {
             key: format_key(&pod),
             pod,
             request,
             host_ports,
-            owner_uid,
+            owner,
             required_affinity,
             preferred_affinity,
         })
@@ -140,8 +195,8 @@ pub struct NodeInfo {
     pub unschedulable: bool,
     /// Host ports in use, one entry per pod port (so removal is exact).
     pub used_ports: Vec<HostPort>,
-    /// Number of pods on this node per controller owner uid.
-    pub pods_by_owner: HashMap<String, u32>,
+    /// Number of pods on this node per controller owner.
+    pub pods_by_owner: OwnerCounts,
 }
 
 impl NodeInfo {
@@ -159,7 +214,7 @@ impl NodeInfo {
                 .and_then(|s| s.unschedulable)
                 .unwrap_or(false),
             used_ports: Vec::new(),
-            pods_by_owner: HashMap::new(),
+            pods_by_owner: OwnerCounts::default(),
             node,
         })
     }
@@ -178,7 +233,7 @@ impl NodeInfo {
         self.requested += pod.request.request;
         self.non_zero_requested += pod.request.non_zero;
         self.used_ports.extend(pod.host_ports.iter().cloned());
-        if let Some(owner) = &pod.owner_uid {
+        if let Some(owner) = &pod.owner {
             *self.pods_by_owner.entry(owner.clone()).or_insert(0) += 1;
         }
     }
@@ -191,7 +246,7 @@ impl NodeInfo {
                 self.used_ports.swap_remove(i);
             }
         }
-        if let Some(owner) = &pod.owner_uid {
+        if let Some(owner) = &pod.owner {
             if let Some(n) = self.pods_by_owner.get_mut(owner) {
                 *n = n.saturating_sub(1);
                 if *n == 0 {
@@ -199,6 +254,14 @@ impl NodeInfo {
                 }
             }
         }
+    }
+
+    /// Pods on this node owned by the controller with this uid.
+    pub fn owner_count(&self, uid: &str) -> u32 {
+        self.pods_by_owner
+            .get(&OwnerKey::new(uid))
+            .copied()
+            .unwrap_or(0)
     }
 
     pub fn labels(&self) -> &std::collections::BTreeMap<String, String> {

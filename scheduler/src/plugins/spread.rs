@@ -19,12 +19,12 @@ impl ScorePlugin for Spread {
     }
     fn pre_score(&self, state: &mut CycleState<'_>, feasible: &[&NodeInfo]) -> bool {
         state.spread_weight = ((feasible.len() + 2) as f64).ln();
-        state.pod.owner_uid.is_some()
+        state.pod.owner.is_some()
     }
     fn score(&self, state: &CycleState<'_>, node: &NodeInfo) -> i64 {
         let count = state
             .pod
-            .owner_uid
+            .owner
             .as_ref()
             .and_then(|o| node.pods_by_owner.get(o))
             .copied()
@@ -97,7 +97,7 @@ mod tests {
         node.add_pod(&p);
         node.add_pod(&p);
         node.remove_pod(&p);
-        assert_eq!(node.pods_by_owner.get("rs-1"), Some(&1));
+        assert_eq!(node.owner_count("rs-1"), 1);
         node.remove_pod(&p);
         assert!(node.pods_by_owner.is_empty());
     }

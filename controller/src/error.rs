@@ -49,3 +49,17 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<kapsel_api::client::ClientError> for Error {
+    fn from(e: kapsel_api::client::ClientError) -> Self {
+        if e.is_conflict() {
+            Error::Conflict(e.to_string())
+        } else if e.is_not_found() {
+            Error::NotFound(e.to_string())
+        } else if e.is_already_exists() {
+            Error::AlreadyExists(e.to_string())
+        } else {
+            Error::Api(e.to_string())
+        }
+    }
+}

@@ -16,7 +16,10 @@ pub mod labels;
 pub mod nodelifecycle;
 
 pub mod podutil;
+pub mod quota;
 pub mod replicaset;
+pub mod runtime;
 
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use error::Error;
+pub use runtime::{Config, Controller};

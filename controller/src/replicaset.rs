@@ -76,34 +76,44 @@ impl RsPlan {
     }
 }
 
-/// `ControllerExpectations` with UID tracking for deletions: creations and deletions this
-/// controller issued but has not yet seen in its pod cache. While unsatisfied, the RS is not
-/// resized again, so a burst of watch events cannot create too many pods.
+/// `ControllerExpectations` with UID tracking: the pods this controller created (by name) or
+/// deleted (by uid) but has not yet seen so in its pod cache. While unsatisfied, the RS is not
+/// resized again, so a burst of watch events cannot create or delete too many pods.
 #[derive(Clone, Debug)]
 pub struct Expectations {
-    pub adds: i64,
+    pub creates: HashSet<String>,
     pub deletes: HashSet<String>,
     pub set_at: DateTime<Utc>,
 }
 
 impl Expectations {
-    pub fn new(adds: i64, deletes: impl IntoIterator<Item = String>, now: DateTime<Utc>) -> Self {
+    pub fn new(now: DateTime<Utc>) -> Self {
         Expectations {
-            adds,
-            deletes: deletes.into_iter().collect(),
+            creates: HashSet::new(),
+            deletes: HashSet::new(),
             set_at: now,
         }
     }
+    /// Everything issued has been observed, or the expectations expired.
     pub fn satisfied(&self, now: DateTime<Utc>) -> bool {
-        (self.adds <= 0 && self.deletes.is_empty()) || now - self.set_at > EXPECTATIONS_TIMEOUT
+        (self.creates.is_empty() && self.deletes.is_empty())
+            || now - self.set_at > EXPECTATIONS_TIMEOUT
     }
-    /// A pod this RS controls was observed (created).
-    pub fn creation_observed(&mut self) {
-        self.adds -= 1;
-    }
-    /// A pod was observed deleted or terminating.
-    pub fn deletion_observed(&mut self, uid: &str) {
-        self.deletes.remove(uid);
+    /// Check the issued operations against the pod cache: created pods that appeared, deleted
+    /// pods that are terminating or gone.
+    pub fn observe<'a>(&mut self, pods: impl IntoIterator<Item = &'a Pod>) {
+        let mut present: HashMap<&str, &Pod> = HashMap::new();
+        let mut by_uid: HashMap<&str, &Pod> = HashMap::new();
+        for p in pods {
+            present.insert(p.metadata.name(), p);
+            by_uid.insert(p.metadata.uid(), p);
+        }
+        self.creates.retain(|n| !present.contains_key(n.as_str()));
+        self.deletes.retain(|u| {
+            by_uid
+                .get(u.as_str())
+                .is_some_and(|p| p.metadata.deletion_timestamp.is_none())
+        });
     }
 }
 
@@ -435,14 +445,21 @@ mod tests {
         let p = plan(&rs(5), &[], false, t0());
         assert_eq!(p.creates(), 0);
         assert_eq!(p.status().unwrap().replicas, 0);
-        let mut e = Expectations::new(2, ["u1".to_string()], t0());
+        let mut e = Expectations::new(t0());
+        e.creates.extend(["web-a".to_string(), "web-b".to_string()]);
+        e.deletes.insert("uid-old".to_string());
+        let old = pod("old", true, Some("n1"), "Running", Some(1), 1);
+        let a = pod("web-a", true, None, "Pending", None, 0);
+        e.observe([&old, &a]);
         assert!(!e.satisfied(t0()));
-        e.creation_observed();
-        e.creation_observed();
-        assert!(!e.satisfied(t0()));
-        e.deletion_observed("u1");
+        assert_eq!(e.creates.len(), 1);
+        let mut old_terminating = old.clone();
+        old_terminating.metadata.deletion_timestamp = Some(Time(t0()));
+        let b = pod("web-b", true, None, "Pending", None, 0);
+        e.observe([&old_terminating, &a, &b]);
         assert!(e.satisfied(t0()));
-        let e = Expectations::new(3, [], t0());
+        let mut e = Expectations::new(t0());
+        e.creates.insert("never".into());
         assert!(
             e.satisfied(t0() + Duration::minutes(6)),
             "expectations expire"

@@ -9,6 +9,7 @@ pub mod field;
 pub mod meta;
 pub mod names;
 pub mod pod;
+pub use self::core::namespace_status_defaults;
 pub use field::*;
 pub use meta::*;
 pub use names::*;

@@ -49,7 +49,13 @@ pub struct RuntimeConfig {
     pub default_pids_limit: Option<u64>,
     /// How long `create` waits for init to be ready.
     pub init_timeout: Duration,
+    /// First host id of the user namespace mapping for `host_users: false` containers that do
+    /// not choose their own (`ContainerSpec::userns_host_id`).
+    pub userns_host_id: u32,
 }
+
+/// Size of a container's uid/gid mapping.
+pub const USERNS_SIZE: u32 = 65536;
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
@@ -58,6 +64,7 @@ impl Default for RuntimeConfig {
             cgroup_parent: "kapsel".into(),
             default_pids_limit: Some(4096),
             init_timeout: Duration::from_secs(30),
+            userns_host_id: 100_000,
         }
     }
 }
@@ -268,11 +275,6 @@ fn validate(spec: &ContainerSpec) -> Result<()> {
             return Err(invalid(format!("bad hostname {h:?}")));
         }
     }
-    if !spec.host_users {
-        return Err(RuntimeError::Unsupported(
-            "user namespaces (hostUsers: false)".into(),
-        ));
-    }
     if spec.share_process_namespace {
         return Err(RuntimeError::Unsupported(
             "shareProcessNamespace (needs a long-lived pod pid 1)".into(),
@@ -410,6 +412,63 @@ fn loopback_up() -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Create a user namespace mapping `0..USERNS_SIZE` to `host_id..`, return an fd for it.
+/// unshare(CLONE_NEWUSER) is refused in a multi-threaded process, so a forked child creates it
+/// and main (host root) writes the maps.
+fn create_userns(host_id: u32) -> Result<OwnedFd> {
+    let mut pipe = [0; 2];
+    // SAFETY: valid out array.
+    if unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(RuntimeError::Io {
+            context: "pipe".into(),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    // SAFETY: both fds were just created.
+    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(pipe[0]), OwnedFd::from_raw_fd(pipe[1])) };
+    // SAFETY: the child only makes raw syscalls and leaves with _exit.
+    let child = unsafe { libc::fork() };
+    if child < 0 {
+        return Err(RuntimeError::Io {
+            context: "fork userns helper".into(),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    if child == 0 {
+        // SAFETY: raw syscalls only, then _exit.
+        unsafe {
+            libc::close(wr.as_raw_fd());
+            let ok = libc::unshare(libc::CLONE_NEWUSER) == 0;
+            let mut b = [0u8; 1];
+            // Block until main has written the maps and opened the namespace (EOF).
+            libc::read(rd.as_raw_fd(), b.as_mut_ptr().cast(), 1);
+            libc::_exit(if ok { 0 } else { 1 });
+        }
+    }
+    drop(rd);
+    let result = (|| -> Result<OwnedFd> {
+        let own = std::fs::read_link("/proc/self/ns/user").ctx(|| "read own userns".into())?;
+        let ns = format!("/proc/{child}/ns/user");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::fs::read_link(&ns).ok().as_ref() == Some(&own) {
+            if Instant::now() > deadline {
+                return Err(RuntimeError::Timeout("user namespace helper"));
+            }
+            std::thread::yield_now();
+        }
+        let map = format!("0 {host_id} {USERNS_SIZE}\n");
+        for f in ["uid_map", "gid_map"] {
+            std::fs::write(format!("/proc/{child}/{f}"), &map).ctx(|| format!("write {f}"))?;
+        }
+        open_cloexec(Path::new(&ns), false)
+    })();
+    drop(wr);
+    let mut st = 0;
+    // SAFETY: reaping our own helper child.
+    unsafe { libc::waitpid(child, &mut st, 0) };
+    result
 }
 
 /// Undo a half-made container on any error path of `create`.
@@ -673,6 +732,7 @@ impl LinuxRuntime {
                 fds.stdout.as_raw_fd(),
                 fds.stderr.as_raw_fd(),
             ],
+            userns_fd: fds.userns.as_ref().map(|f| f.as_raw_fd()),
             seccomp,
         })
     }
@@ -687,6 +747,7 @@ struct CreateFds {
     stdout: OwnedFd,
     stderr: OwnedFd,
     sandbox_hostname: Option<String>,
+    userns: Option<OwnedFd>,
 }
 
 impl Runtime for LinuxRuntime {
@@ -780,6 +841,15 @@ impl Runtime for LinuxRuntime {
     fn create(&self, spec: &ContainerSpec) -> Result<ContainerId> {
         validate(spec)?;
         let (uid, gid, groups) = resolve_user(spec)?;
+        if !spec.host_users
+            && (uid >= USERNS_SIZE
+                || gid >= USERNS_SIZE
+                || groups.iter().any(|g| *g >= USERNS_SIZE))
+        {
+            return Err(invalid(format!(
+                "with hostUsers: false, uid/gid/groups must be below {USERNS_SIZE}"
+            )));
+        }
         capabilities::plan(&spec.capabilities, spec.privileged, uid)?;
         let sandbox = match &spec.sandbox {
             Some(sid) => Some(
@@ -846,6 +916,13 @@ impl Runtime for LinuxRuntime {
             stdout: open_log(spec.stdout_path.as_deref())?,
             stderr: open_log(spec.stderr_path.as_deref())?,
             sandbox_hostname: sandbox.as_ref().map(|s| s.hostname.clone()),
+            userns: if spec.host_users {
+                None
+            } else {
+                Some(create_userns(
+                    spec.userns_host_id.unwrap_or(self.config.userns_host_id),
+                )?)
+            },
         };
         let plan = self.build_plan(spec, &dir, &fds, uid, gid, groups)?;
         let supervisor = spawn_supervisor(&SpawnRequest {

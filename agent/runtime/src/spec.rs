@@ -193,10 +193,16 @@ pub struct ContainerSpec {
     pub read_only_rootfs: bool,
     #[serde(default)]
     pub rlimits: Vec<Rlimit>,
-    /// `hostUsers`: `false` asks for a user namespace. Not supported yet: `create` returns
-    /// `RuntimeError::Unsupported`.
+    /// `hostUsers: false` runs the container in its own user namespace: container ids
+    /// `0..65536` map to host ids `userns_host_id..+65536` (default from the runtime config).
+    /// The namespaces and mounts stay owned by the host's user namespace (the runtime sets them
+    /// up as host root and enters the user namespace last), so container root holds no
+    /// privilege over them. Known limit: without idmapped layers the image's files show as
+    /// owned by `nobody`, so container root cannot modify root-owned image files (world-writable
+    /// dirs like /tmp and new files work).
     #[serde(default = "yes")]
     pub host_users: bool,
+    pub userns_host_id: Option<u32>,
     /// Share the sandbox's pid namespace? Not supported yet (needs a long-lived pid 1).
     #[serde(default)]
     pub share_process_namespace: bool,
@@ -240,6 +246,7 @@ impl ContainerSpec {
             read_only_rootfs: false,
             rlimits: Vec::new(),
             host_users: true,
+            userns_host_id: None,
             share_process_namespace: false,
             stdout_path: None,
             stderr_path: None,

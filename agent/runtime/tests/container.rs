@@ -573,3 +573,47 @@ fn rlimits_are_clamped_to_the_agents_own() {
     };
     assert_eq!(out, format!("100\n{hard}\n60\n"));
 }
+
+#[test]
+fn host_users_false_runs_in_a_mapped_user_namespace() {
+    let Some(env) = Env::new() else { return };
+    let mut spec = env.sh(
+        "un",
+        "id -u; cat /proc/self/uid_map | tr -s ' '; grep CapEff /proc/self/status; \
+         echo hi > /tmp/f && cat /tmp/f; touch /etc/x 2>/dev/null && echo etc-writable; \
+         mount -t tmpfs none /mnt 2>/dev/null && echo mounted; sleep 2",
+    );
+    spec.host_users = false;
+    spec.userns_host_id = Some(200_000);
+    let id = env.rt.create(&spec).unwrap();
+    env.rt.start(&id).unwrap();
+    let pid = env.rt.state(&id).unwrap().pid;
+    assert!(common::wait_for(
+        || env.stdout("un").lines().count() >= 4,
+        Duration::from_secs(5)
+    ));
+    // seen from the host, container root is an unprivileged uid
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid_line = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .unwrap()
+        .to_string();
+    let st = env.rt.wait(&id, Some(Duration::from_secs(10))).unwrap();
+    env.rt.delete(&id).unwrap();
+    assert_eq!(st.code, 0, "{}", env.stderr("un"));
+    assert!(
+        uid_line.split_whitespace().skip(1).all(|u| u == "200000"),
+        "{uid_line}"
+    );
+    let out = env.stdout("un");
+    let l: Vec<&str> = out.lines().collect();
+    assert_eq!(l[0], "0");
+    assert_eq!(l[1].trim(), "0 200000 65536");
+    assert_eq!(l[2], "CapEff:\t00000000a80405fb");
+    assert_eq!(l[3], "hi");
+    assert!(
+        !out.contains("etc-writable") && !out.contains("mounted"),
+        "{out}"
+    );
+}

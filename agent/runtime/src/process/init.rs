@@ -46,6 +46,8 @@ pub struct InitPlan {
     pub exec_candidates: Vec<PathBuf>,
     /// stdin, stdout, stderr for the command.
     pub stdio: [RawFd; 3],
+    /// A user namespace (created and mapped by main) to enter after the filesystem is done.
+    pub userns_fd: Option<RawFd>,
     /// Seccomp filters to install (empty: unconfined).
     pub seccomp: Vec<seccompiler::BpfProgram>,
 }
@@ -134,7 +136,15 @@ fn setup(sys: &dyn Syscall, plan: &InitPlan) -> Result<CString, InitError> {
             })
         }
     }
-    // 7. Without no_new_privs, seccomp needs CAP_SYS_ADMIN: load it before dropping caps.
+    // 7. hostUsers: false: enter the user namespace now. Every namespace and mount was made by
+    //    host root and stays owned by the host user namespace; the container's root has
+    //    capabilities only inside its own (empty) user namespace.
+    if let Some(fd) = plan.userns_fd {
+        sys.setns(fd, CloneFlags::CLONE_NEWUSER)
+            .map_err(e("enter user namespace"))?;
+        sys.close(fd);
+    }
+    // 7b. Without no_new_privs, seccomp needs CAP_SYS_ADMIN: load it before dropping caps.
     if !plan.no_new_privs {
         for f in &plan.seccomp {
             sys.apply_seccomp(f).map_err(e("seccomp (early)"))?;
@@ -231,6 +241,7 @@ mod tests {
             env: vec![],
             exec_candidates: vec!["/bin/true".into()],
             stdio: [30, 31, 32],
+            userns_fd: Some(40),
             seccomp: vec![vec![seccompiler::sock_filter {
                 code: 6,
                 jt: 0,
@@ -291,6 +302,13 @@ mod tests {
                 w.1[1]
             );
         }
+        // the user namespace is entered after the handshake, before the privileges are dropped
+        let userns = calls
+            .iter()
+            .position(|c| c.starts_with("setns(40,") && c.contains("CLONE_NEWUSER"))
+            .unwrap();
+        assert!(userns > index_of(&names, "recv_sync"));
+        assert!(userns < index_of(&names, "drop_bounding_caps"));
         // seccomp is the very last thing before execve
         assert_eq!(names[names.len() - 2], "apply_seccomp");
         // the overlay is mounted before pivot_root, read-only root after the masks

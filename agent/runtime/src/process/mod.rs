@@ -111,6 +111,7 @@ fn supervisor(req: &SpawnRequest<'_>) -> i32 {
     keep.extend(plan.join_ns.iter().map(|(fd, _)| *fd));
     keep.extend(plan.stdio);
     keep.extend(req.join_pidns);
+    keep.extend(plan.userns_fd);
     close_all_except(&mut keep);
     for i in 0..3 {
         let _ = sys.dup2(req.devnull, i);

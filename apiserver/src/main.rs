@@ -1,1 +1,74 @@
-fn main() {}
+//! `kapsel-apiserver --data-dir DIR --listen 127.0.0.1:6443`
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use kapsel_apiserver::{serve, ServerConfig};
+
+#[derive(Parser, Debug)]
+#[command(name = "kapsel-apiserver", version, about = "kapsel's Kubernetes-shaped API server")]
+struct Args {
+    /// Where the store lives.
+    #[arg(long, env = "KAPSEL_DATA_DIR", default_value = "/var/lib/kapsel/apiserver")]
+    data_dir: PathBuf,
+    /// Address to listen on (plain HTTP; TLS comes with the security work).
+    #[arg(long, env = "KAPSEL_LISTEN", default_value = "127.0.0.1:6443")]
+    listen: SocketAddr,
+    /// Watch events kept in memory; older resourceVersions answer 410 Gone.
+    #[arg(long, default_value_t = 10_000)]
+    watch_history: usize,
+    /// Store page cache in MiB.
+    #[arg(long, default_value_t = 32)]
+    cache_mib: u64,
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+                    _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let args = Args::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kapsel-apiserver: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let mut config = ServerConfig::new(args.data_dir, args.listen);
+    config.watch_history = args.watch_history;
+    config.cache_bytes = args.cache_mib * 1024 * 1024;
+    match rt.block_on(serve(config, shutdown_signal())) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "kapsel-apiserver failed");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! Server assembly: the router, middleware, startup (store, system namespaces), clean shutdown,
+//! and an in-process test server for every crate's integration tests.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::Router;
+use kapsel_api::Status;
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::auth::{self, AllowAll, Authenticator};
+use crate::discovery;
+use crate::errors::{status_response, ApiError};
+use crate::handlers::{self, AppState};
+use crate::rest::Api;
+use crate::store::sled_store::SledOptions;
+use crate::store::{SledStore, StoreError};
+
+/// How long open requests (watches) get to finish after the shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Clone)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// Events kept for watchers (older resourceVersions answer 410).
+    pub watch_history: usize,
+    /// sled's page cache, bytes.
+    pub cache_bytes: u64,
+    pub authenticator: Arc<dyn Authenticator>,
+}
+
+impl ServerConfig {
+    pub fn new(data_dir: impl Into<PathBuf>, listen: SocketAddr) -> Self {
+        let d = SledOptions::default();
+        ServerConfig {
+            data_dir: data_dir.into(),
+            listen,
+            watch_history: d.watch_history,
+            cache_bytes: d.cache_bytes,
+            authenticator: Arc::new(AllowAll),
+        }
+    }
+}
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("data_dir", &self.data_dir)
+            .field("listen", &self.listen)
+            .field("watch_history", &self.watch_history)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("startup: {0}")]
+    Api(#[from] ApiError),
+}
+
+fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let detail = err
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".into());
+    tracing::error!(panic = %detail, "a request handler panicked");
+    status_response(&Status::failure(
+        500,
+        "InternalError",
+        format!("Internal error occurred: {detail}"),
+    ))
+}
+
+/// The complete HTTP application (REST only; [`run`] also mounts the component API).
+pub fn router(api: AppState, authenticator: Arc<dyn Authenticator>) -> Router {
+    finish(rest_routes(api), authenticator)
+}
+
+/// The REST routes, without fallback or middleware (so other routers can be merged in).
+pub fn rest_routes(api: AppState) -> Router {
+    Router::new()
+        .route("/version", get(discovery::version))
+        .route("/healthz", get(discovery::ok_text))
+        .route("/livez", get(discovery::ok_text))
+        .route("/readyz", get(discovery::ok_text))
+        .route("/api", get(discovery::api_versions))
+        .route("/api/v1", get(handlers::core_v1))
+        .route("/api/v1/{*rest}", any(handlers::core))
+        .route("/apis", get(discovery::api_groups))
+        .route("/apis/{group}", get(handlers::group))
+        .route("/apis/{group}/{version}", get(handlers::group_version))
+        .route("/apis/{group}/{version}/{*rest}", any(handlers::grouped))
+        .route("/openapi/v2", get(discovery::openapi_v2))
+        .route("/openapi/v3", get(discovery::openapi_v3))
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(api)
+}
+
+/// The 404 fallback and the middleware around everything: authentication (the slot the
+/// security work fills), tracing, and a last-resort panic catcher that still answers a Status.
+pub fn finish(app: Router, authenticator: Arc<dyn Authenticator>) -> Router {
+    app.fallback(handlers::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            authenticator,
+            auth::middleware,
+        ))
+        .layer(TraceLayer::new_for_http())
+        .layer(CatchPanicLayer::custom(panic_response))
+}
+
+async fn method_not_allowed() -> Response {
+    ApiError::MethodNotAllowed.into_response()
+}
+
+/// A server whose store is open and whose system namespaces exist, not yet accepting.
+pub struct Prepared {
+    api: Arc<Api>,
+    store: SledStore,
+    stop_tx: watch::Sender<bool>,
+    authenticator: Arc<dyn Authenticator>,
+}
+
+/// Open the store and create the system namespaces.
+pub async fn prepare(config: &ServerConfig) -> Result<Prepared, ServerError> {
+    let dir = config.data_dir.clone();
+    let opts = SledOptions {
+        watch_history: config.watch_history,
+        cache_bytes: config.cache_bytes,
+    };
+    let store = tokio::task::spawn_blocking(move || SledStore::open(&dir, opts))
+        .await
+        .map_err(|e| ServerError::Io(std::io::Error::other(e)))??;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let api = Arc::new(Api {
+        store: store.clone(),
+        shutdown: stop_rx,
+    });
+    api.bootstrap().await?;
+    Ok(Prepared {
+        api,
+        store,
+        stop_tx,
+        authenticator: Arc::clone(&config.authenticator),
+    })
+}
+
+/// Serve on `listener` until `shutdown` resolves; then stop accepting, end watches, let open
+/// requests finish (at most a few seconds) and flush the store.
+pub async fn run(
+    prepared: Prepared,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let Prepared {
+        api,
+        store,
+        stop_tx,
+        authenticator,
+    } = prepared;
+    let app = rest_routes(Arc::clone(&api));
+    let app = finish(app, authenticator);
+    let mut stopped = api.shutdown.clone();
+    let mut stopped2 = api.shutdown.clone();
+    drop(api);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "kapsel-apiserver listening");
+    }
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    });
+    let result = tokio::select! {
+        r = server => r.map_err(ServerError::from),
+        _ = async move {
+            let _ = stopped2.wait_for(|s| *s).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            tracing::warn!("open requests did not finish in time; closing them");
+            Ok(())
+        }
+    };
+    tokio::task::spawn_blocking(move || store.close())
+        .await
+        .map_err(|e| ServerError::Io(std::io::Error::other(e)))?;
+    tracing::info!("kapsel-apiserver stopped");
+    result
+}
+
+/// Run the API server: bind `config.listen`, serve until `shutdown` resolves.
+pub async fn serve(
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let prepared = prepare(&config).await?;
+    let listener = TcpListener::bind(config.listen).await?;
+    run(prepared, listener, shutdown).await
+}
+
+/// An API server on an ephemeral loopback port over a temporary data directory, for tests.
+/// It stops when dropped (or, waiting for it, with [`TestServer::shutdown`]).
+pub struct TestServer {
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+    pub addr: SocketAddr,
+    pub handle: Option<JoinHandle<Result<(), ServerError>>>,
+    pub tempdir: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl TestServer {
+    pub fn data_dir(&self) -> &Path {
+        self.tempdir.path()
+    }
+
+    /// Stop the server and wait until it has flushed its store.
+    pub async fn shutdown(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            let _ = h.await;
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+/// Start an API server for a test (needs a multi-threaded or current-thread tokio runtime).
+/// Panics if it cannot start: this is test support.
+pub async fn start_test_server() -> TestServer {
+    start_test_server_with(|_| {}).await
+}
+
+/// [`start_test_server`] with a chance to adjust the configuration (e.g. a small watch history).
+pub async fn start_test_server_with(adjust: impl FnOnce(&mut ServerConfig)) -> TestServer {
+    let tempdir = tempfile::tempdir().expect("creating a temporary data directory");
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binding 127.0.0.1:0");
+    let addr = listener.local_addr().expect("local address");
+    let mut config = ServerConfig::new(tempdir.path().join("data"), addr);
+    adjust(&mut config);
+    let prepared = prepare(&config).await.expect("starting the test API server");
+    let (tx, rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(run(prepared, listener, async move {
+        let _ = rx.await;
+    }));
+    TestServer {
+        url: format!("http://{addr}"),
+        addr,
+        handle: Some(handle),
+        tempdir,
+        stop: Some(tx),
+    }
+}

@@ -125,21 +125,24 @@ fn map_lines(out: &mut String, title: &str, m: Option<&Value>, skip_last_applied
         })
         .unwrap_or_default();
     if entries.is_empty() {
-        let _ = writeln!(out, "{:<14}<none>", format!("{title}:"));
+        let _ = writeln!(out, "{:<W$}<none>", format!("{title}:"));
         return;
     }
     for (i, (k, v)) in entries.iter().enumerate() {
         let sep = if title == "Annotations" { ": " } else { "=" };
         if i == 0 {
-            let _ = writeln!(out, "{:<14}{k}{sep}{v}", format!("{title}:"));
+            let _ = writeln!(out, "{:<W$}{k}{sep}{v}", format!("{title}:"));
         } else {
-            let _ = writeln!(out, "{:<14}{k}{sep}{v}", "");
+            let _ = writeln!(out, "{:<W$}{k}{sep}{v}", "");
         }
     }
 }
 
+/// Width of the label column of top-level fields (the longest label plus padding).
+const W: usize = 24;
+
 fn field(out: &mut String, name: &str, value: impl std::fmt::Display) {
-    let _ = writeln!(out, "{:<14}{value}", format!("{name}:"));
+    let _ = writeln!(out, "{:<W$}{value}", format!("{name}:"));
 }
 
 /// The text of `describe` for one object.

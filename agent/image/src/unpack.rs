@@ -415,8 +415,10 @@ impl Unpacker<'_> {
                 let n = io::copy(&mut entry, &mut f)
                     .map_err(|e| ImageError::InvalidContent(format!("layer entry {shown}: {e}")))?;
                 self.size += n;
-                std::os::unix::fs::fchown(&f, Some(uid as u32), Some(gid as u32))
-                    .map_err(|e| ImageError::io("chown", &path, e))?;
+                chown_result(
+                    std::os::unix::fs::fchown(&f, Some(uid as u32), Some(gid as u32)),
+                    &path,
+                )?;
                 f.set_permissions(std::fs::Permissions::from_mode(mode))
                     .map_err(|e| ImageError::io("chmod", &path, e))?;
                 drop(f);
@@ -430,8 +432,10 @@ impl Unpacker<'_> {
                 self.clear(&path, false)?;
                 std::os::unix::fs::symlink(OsStr::from_bytes(&target), &path)
                     .map_err(|e| ImageError::io("create symlink", &path, e))?;
-                std::os::unix::fs::lchown(&path, Some(uid as u32), Some(gid as u32))
-                    .map_err(|e| ImageError::io("chown", &path, e))?;
+                chown_result(
+                    std::os::unix::fs::lchown(&path, Some(uid as u32), Some(gid as u32)),
+                    &path,
+                )?;
                 self.xattrs(&path, &xattrs)?;
             }
             tar::EntryType::Link => {
@@ -493,8 +497,10 @@ impl Unpacker<'_> {
     }
 
     fn chown_chmod(&self, path: &Path, uid: u64, gid: u64, mode: u32) -> Result<()> {
-        std::os::unix::fs::lchown(path, Some(uid as u32), Some(gid as u32))
-            .map_err(|e| ImageError::io("chown", path, e))?;
+        chown_result(
+            std::os::unix::fs::lchown(path, Some(uid as u32), Some(gid as u32)),
+            path,
+        )?;
         // not a symlink (callers): chmod does not follow anything here
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
             .map_err(|e| ImageError::io("chmod", path, e))
@@ -525,13 +531,26 @@ impl Unpacker<'_> {
         self.dirs
             .sort_by_key(|(p, ..)| std::cmp::Reverse(p.components().count()));
         for (p, mode, uid, gid, mtime) in std::mem::take(&mut self.dirs) {
-            std::os::unix::fs::lchown(&p, Some(uid as u32), Some(gid as u32))
-                .map_err(|e| ImageError::io("chown", &p, e))?;
+            chown_result(
+                std::os::unix::fs::lchown(&p, Some(uid as u32), Some(gid as u32)),
+                &p,
+            )?;
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))
                 .map_err(|e| ImageError::io("chmod", &p, e))?;
             set_mtime(&p, mtime)?;
         }
         Ok(())
+    }
+}
+
+/// Unprivileged (tests, rootless tools) a chown to another owner fails: keep going, the files
+/// are then owned by the caller, as tar does for non-root users.
+fn chown_result(r: io::Result<()>, path: &Path) -> Result<()> {
+    match r {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) && !nix::unistd::geteuid().is_root() => {
+            Ok(())
+        }
+        r => r.map_err(|e| ImageError::io("chown", path, e)),
     }
 }
 

@@ -492,12 +492,21 @@ fn sandbox_shares_net_ipc_uts_between_containers() {
         })
         .unwrap();
     let script = "hostname; readlink /proc/self/ns/net; readlink /proc/self/ns/ipc; readlink /proc/self/ns/mnt; ip link show lo | head -1";
-    let mut a = env.sh("pa", script);
+    // a runs while b runs, so namespace ids cannot be recycled in between
+    let mut a = env.sh("pa", &format!("{script}; sleep 2"));
     a.sandbox = Some(sid.clone());
     let mut b = env.sh("pb", script);
     b.sandbox = Some(sid.clone());
-    let (_, oa) = env.run(&a);
+    let ida = env.rt.create(&a).unwrap();
+    env.rt.start(&ida).unwrap();
+    assert!(common::wait_for(
+        || env.stdout("pa").lines().count() >= 5,
+        Duration::from_secs(5)
+    ));
     let (_, ob) = env.run(&b);
+    env.rt.wait(&ida, Some(Duration::from_secs(10))).unwrap();
+    env.rt.delete(&ida).unwrap();
+    let oa = env.stdout("pa");
     let la: Vec<&str> = oa.lines().collect();
     let lb: Vec<&str> = ob.lines().collect();
     assert_eq!(la[0], "kt-pod");

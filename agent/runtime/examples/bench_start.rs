@@ -3,7 +3,8 @@
 //!
 //! `sudo cargo run --release -p kapsel-runtime --example bench_start [RUNS]` (default 50).
 //! crun 1.8 refuses a hybrid cgroup layout unless hugetlb is its own v1 hierarchy: the bench
-//! mounts it (and unmounts it again) when missing.
+//! mounts it (and unmounts it again) when missing. `KT_BENCH_UNCONFINED=1` runs kapsel without
+//! seccomp to show what the filter costs.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -107,11 +108,14 @@ fn main() {
     let (mut to_exit, mut total) = (Vec::new(), Vec::new());
     let mut phases: [Vec<Duration>; 4] = Default::default();
     for i in 0..runs + 3 {
-        let spec = ContainerSpec::new(
+        let mut spec = ContainerSpec::new(
             ContainerId::new(format!("b{i}")).unwrap(),
             vec![root.clone()],
             vec!["/bin/true".into()],
         );
+        if std::env::var_os("KT_BENCH_UNCONFINED").is_some() {
+            spec.seccomp = kapsel_runtime::SeccompProfile::Unconfined;
+        }
         let t = Instant::now();
         let id = rt.create(&spec).unwrap();
         let t1 = t.elapsed();

@@ -1,1 +1,143 @@
-//! kapsel-agent
+//! kapsel-agent: the node agent. It registers the Node, renews its Lease and posts node
+//! status; watches the pods bound to the node and converges the container runtime to them
+//! (one worker per pod); runs probes; keeps and serves container logs; evicts under memory
+//! pressure. It talks to the control plane only over the gRPC component API and only dials
+//! out ([`control`]).
+//!
+//! Modules: [`config`], [`node`] (registration, lease, status), [`sync`] (pod workers),
+//! [`actions`] (pure `compute_pod_actions`), [`status`] (pure pod status), [`probes`],
+//! [`backoff`], [`logs`], [`volumes`], [`env`], [`images`], [`control`], [`hollow`].
+
+pub mod actions;
+pub mod backoff;
+pub mod config;
+pub mod control;
+pub mod env;
+pub mod error;
+pub mod evict;
+pub mod hollow;
+pub mod images;
+pub mod logs;
+pub mod logserver;
+pub mod model;
+pub mod node;
+pub mod probes;
+pub mod status;
+pub mod sync;
+pub mod volumes;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kapsel_runtime::Runtime;
+
+pub use config::{AgentConfig, BackoffConfig};
+pub use control::{ControlPlane, GrpcControlPlane};
+pub use error::{AgentError, Result};
+pub use images::{DirImages, HollowImages, Images};
+
+/// Lock a mutex, ignoring poisoning (the data is plain state, still usable).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A configured agent, ready to run.
+pub struct Agent {
+    ctx: Arc<sync::Ctx>,
+}
+
+impl Agent {
+    pub fn new(cfg: AgentConfig, cp: Arc<dyn ControlPlane>, rt: Arc<dyn Runtime>, images: Arc<dyn Images>) -> Result<Self> {
+        cfg.validate()?;
+        let host_ip = cfg.node_ip.clone().unwrap_or_else(node::detect_node_ip);
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| AgentError::Io {
+            context: format!("create {}", cfg.data_dir.display()),
+            source: e,
+        })?;
+        Ok(Agent {
+            ctx: Arc::new(sync::Ctx {
+                cfg: Arc::new(cfg),
+                cp,
+                rt,
+                images,
+                pumps: logs::Pumps::default(),
+                index: Arc::default(),
+                health: Arc::default(),
+                evictions: Mutex::default(),
+                qos: Mutex::default(),
+                host_ip,
+            }),
+        })
+    }
+
+    /// An agent talking gRPC to `cfg.server`.
+    pub fn connect(cfg: AgentConfig, rt: Arc<dyn Runtime>, images: Arc<dyn Images>) -> Result<Self> {
+        let cp = GrpcControlPlane::new(&cfg.server, cfg.token.as_deref())?;
+        Self::new(cfg, Arc::new(cp), rt, images)
+    }
+
+    pub fn config(&self) -> &AgentConfig {
+        &self.ctx.cfg
+    }
+
+    /// Run until the future is dropped (or a fatal error at startup).
+    pub async fn run(self) -> Result<()> {
+        let ctx = self.ctx;
+        let mgr = sync::PodManager::new(ctx.clone()).await?;
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(node::run_heartbeat(ctx.cfg.clone(), ctx.cp.clone(), ctx.health.clone()));
+        tasks.spawn(ctx.pumps.clone().run(Duration::from_millis(200)));
+        let logsvc: Arc<dyn control::LogServer> = Arc::new(logserver::LogService::new(
+            ctx.log_root(),
+            ctx.index.clone(),
+            ctx.cfg.log_max_files,
+        ));
+        let (cp, node) = (ctx.cp.clone(), ctx.cfg.node_name.clone());
+        tasks.spawn(async move {
+            let mut delay = Duration::from_millis(200);
+            loop {
+                match cp.serve_logs(&node, logsvc.clone()).await {
+                    Ok(()) => delay = Duration::from_millis(200),
+                    Err(e) => tracing::debug!(error = %e, "log relay stream ended"),
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        });
+        if !ctx.cfg.hollow && ctx.cfg.eviction_memory_available > 0 {
+            tasks.spawn(evict::run(ctx.clone()));
+        }
+        tasks.spawn(mgr.run());
+        // The tasks loop forever; if one ends, something is badly wrong.
+        if let Some(r) = tasks.join_next().await {
+            if let Err(e) = r {
+                return Err(AgentError::Control(format!("agent task failed: {e}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Run on a task; the agent stops when the handle is dropped.
+    pub fn spawn(self) -> AgentHandle {
+        AgentHandle {
+            task: tokio::spawn(self.run()),
+        }
+    }
+}
+
+/// A running agent; dropping it stops it (containers keep running, as after a crash).
+pub struct AgentHandle {
+    task: tokio::task::JoinHandle<Result<()>>,
+}
+
+impl AgentHandle {
+    pub fn stop(self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for AgentHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -88,12 +88,18 @@ fn resource_entries(d: &ResourceDef) -> Vec<Value> {
     })];
     for sub in d.subresources {
         let e = match *sub {
-            "status" => json!({"name": format!("{}/status", d.plural), "singularName": "", "namespaced": d.namespaced,
-                               "kind": d.kind, "verbs": ["get", "patch", "update"]}),
-            "scale" => json!({"name": format!("{}/scale", d.plural), "singularName": "", "namespaced": d.namespaced,
-                              "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]}),
-            "binding" => json!({"name": format!("{}/binding", d.plural), "singularName": "", "namespaced": d.namespaced,
-                                "kind": "Binding", "verbs": ["create"]}),
+            "status" => {
+                json!({"name": format!("{}/status", d.plural), "singularName": "", "namespaced": d.namespaced,
+                               "kind": d.kind, "verbs": ["get", "patch", "update"]})
+            }
+            "scale" => {
+                json!({"name": format!("{}/scale", d.plural), "singularName": "", "namespaced": d.namespaced,
+                              "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]})
+            }
+            "binding" => {
+                json!({"name": format!("{}/binding", d.plural), "singularName": "", "namespaced": d.namespaced,
+                                "kind": "Binding", "verbs": ["create"]})
+            }
             _ => continue,
         };
         out.push(e);

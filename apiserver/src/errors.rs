@@ -202,9 +202,7 @@ impl ApiError {
                         let prefix = format!("{}: ", e.field);
                         StatusCause {
                             reason: Some(e.kind.cause_reason().to_string()),
-                            message: Some(
-                                full.strip_prefix(&prefix).unwrap_or(&full).to_string(),
-                            ),
+                            message: Some(full.strip_prefix(&prefix).unwrap_or(&full).to_string()),
                             field: Some(e.field.clone()),
                         }
                     })

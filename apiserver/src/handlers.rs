@@ -76,12 +76,7 @@ pub fn resolve(group: &str, version: &str, segs: &[&str]) -> Result<Target, ApiE
             return Err(ApiError::NoSuchResource);
         }
     }
-    Ok(Target {
-        def,
-        ns,
-        name,
-        sub,
-    })
+    Ok(Target { def, ns, name, sub })
 }
 
 /// Query parameters of REST requests.
@@ -466,7 +461,11 @@ async fn patch(
 
 fn list(api: &Api, t: &Target, q: &Params) -> Result<Response, ApiError> {
     let def = t.def;
-    let filter = Filter::parse(def, q.label_selector.as_deref(), q.field_selector.as_deref())?;
+    let filter = Filter::parse(
+        def,
+        q.label_selector.as_deref(),
+        q.field_selector.as_deref(),
+    )?;
     let prefix = def.prefix(t.ns.as_deref());
     let mut start: Option<String> = match &q.continue_ {
         Some(tok) => {
@@ -543,12 +542,17 @@ fn list_body(def: &ResourceDef, meta: &Value, items: &[Bytes]) -> Bytes {
 }
 
 fn watch_collection(api: AppState, t: &Target, q: &Params) -> Result<Response, ApiError> {
-    let filter = Filter::parse(t.def, q.label_selector.as_deref(), q.field_selector.as_deref())?;
+    let filter = Filter::parse(
+        t.def,
+        q.label_selector.as_deref(),
+        q.field_selector.as_deref(),
+    )?;
     let from = match q.resource_version.as_deref() {
         None | Some("0") => None,
-        Some(rv) => Some(rv.parse::<u64>().map_err(|_| {
-            ApiError::bad_request(format!("invalid resourceVersion {rv:?}"))
-        })?),
+        Some(rv) => Some(
+            rv.parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?,
+        ),
     };
     watch::watch(
         api,
@@ -592,7 +596,11 @@ async fn delete_collection(
     opts: &DeleteOptions,
 ) -> Result<Response, ApiError> {
     let def = t.def;
-    let filter = Filter::parse(def, q.label_selector.as_deref(), q.field_selector.as_deref())?;
+    let filter = Filter::parse(
+        def,
+        q.label_selector.as_deref(),
+        q.field_selector.as_deref(),
+    )?;
     let page = api.store.list(&def.prefix(t.ns.as_deref()), None, 0)?;
     let mut deleted = Vec::new();
     for (_, b) in page.items {
@@ -614,7 +622,10 @@ async fn delete_collection(
         }
     }
     let meta = json!({"resourceVersion": api.store.current_revision().to_string()});
-    Ok(raw_response(StatusCode::OK, list_body(def, &meta, &deleted)))
+    Ok(raw_response(
+        StatusCode::OK,
+        list_body(def, &meta, &deleted),
+    ))
 }
 
 /// The string form of a label selector (`a=b,c in (x,y),!d`), sorted by key as Kubernetes.
@@ -647,7 +658,13 @@ pub fn selector_string(ls: &LabelSelector) -> String {
 /// The `autoscaling/v1 Scale` view of a Deployment or ReplicaSet.
 pub fn scale_of(obj: &Value) -> Value {
     let mut meta = serde_json::Map::new();
-    for f in ["name", "namespace", "uid", "resourceVersion", "creationTimestamp"] {
+    for f in [
+        "name",
+        "namespace",
+        "uid",
+        "resourceVersion",
+        "creationTimestamp",
+    ] {
         if let Some(v) = o::meta_value(obj, f) {
             meta.insert(f.into(), v.clone());
         }
@@ -730,14 +747,23 @@ async fn scale_update(
                 new["spec"] = json!({});
             }
             new["spec"]["replicas"] = replicas.into();
-            match scale.metadata.resource_version.as_deref().filter(|s| !s.is_empty()) {
+            match scale
+                .metadata
+                .resource_version
+                .as_deref()
+                .filter(|s| !s.is_empty())
+            {
                 Some(rv) => o::set_meta(&mut new, "resourceVersion", rv.into()),
                 None => o::remove_meta(&mut new, "resourceVersion"),
             }
             Ok((new, precondition))
         })
         .await?;
-    Ok(object_response(StatusCode::OK, &scale_of(&out.object), &out.warnings))
+    Ok(object_response(
+        StatusCode::OK,
+        &scale_of(&out.object),
+        &out.warnings,
+    ))
 }
 
 /// Type checks of a Scale body (apiVersion autoscaling/v1, kind Scale).
@@ -745,7 +771,9 @@ struct ScaleDef;
 impl ScaleDef {
     fn check(&self, v: &mut Value) -> Result<(), ApiError> {
         let Some(m) = v.as_object_mut() else {
-            return Err(ApiError::bad_request("the body of a Scale must be a JSON object"));
+            return Err(ApiError::bad_request(
+                "the body of a Scale must be a JSON object",
+            ));
         };
         for (field, want) in [("apiVersion", "autoscaling/v1"), ("kind", "Scale")] {
             match m.get(field) {
@@ -811,7 +839,10 @@ async fn bind(
             if u != o::uid(old) {
                 return Err(ApiError::conflict(
                     bind_ref.clone(),
-                    format!("Precondition failed: UID in precondition: {u}, UID in object meta: {}", o::uid(old)),
+                    format!(
+                        "Precondition failed: UID in precondition: {u}, UID in object meta: {}",
+                        o::uid(old)
+                    ),
                 ));
             }
         }
@@ -821,7 +852,10 @@ async fn bind(
                 format!("pod {name} is being deleted, cannot be assigned to a host"),
             ));
         }
-        let current = old.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("");
+        let current = old
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         if !current.is_empty() {
             return Err(ApiError::conflict(
                 bind_ref.clone(),
@@ -861,7 +895,9 @@ struct BindingCheck;
 impl BindingCheck {
     fn check(&self, v: &mut Value) -> Result<(), ApiError> {
         let Some(m) = v.as_object_mut() else {
-            return Err(ApiError::bad_request("the body of a Binding must be a JSON object"));
+            return Err(ApiError::bad_request(
+                "the body of a Binding must be a JSON object",
+            ));
         };
         match m.get("kind") {
             None | Some(Value::Null) => {}
@@ -884,7 +920,12 @@ mod tests {
 
     #[test]
     fn resolves_paths() {
-        let t = resolve("", "v1", &["namespaces", "default", "pods", "web", "status"]).unwrap();
+        let t = resolve(
+            "",
+            "v1",
+            &["namespaces", "default", "pods", "web", "status"],
+        )
+        .unwrap();
         assert_eq!(t.def.plural, "pods");
         assert_eq!(t.ns.as_deref(), Some("default"));
         assert_eq!(t.name.as_deref(), Some("web"));
@@ -903,7 +944,12 @@ mod tests {
         assert!(resolve("", "v1", &["widgets"]).is_err());
         assert!(resolve("", "v1", &["namespaces", "d", "nodes"]).is_err());
         assert!(resolve("", "v1", &["namespaces", "d", "pods", "x", "scale"]).is_err());
-        let t = resolve("apps", "v1", &["namespaces", "d", "deployments", "w", "scale"]).unwrap();
+        let t = resolve(
+            "apps",
+            "v1",
+            &["namespaces", "d", "deployments", "w", "scale"],
+        )
+        .unwrap();
         assert_eq!(t.def.kind, "Deployment");
     }
 

@@ -9,6 +9,7 @@
 pub mod admission;
 pub mod auth;
 pub mod checks;
+pub mod component;
 pub mod discovery;
 pub mod errors;
 pub mod filter;

@@ -7,10 +7,18 @@ use clap::Parser;
 use kapsel_apiserver::{serve, ServerConfig};
 
 #[derive(Parser, Debug)]
-#[command(name = "kapsel-apiserver", version, about = "kapsel's Kubernetes-shaped API server")]
+#[command(
+    name = "kapsel-apiserver",
+    version,
+    about = "kapsel's Kubernetes-shaped API server"
+)]
 struct Args {
     /// Where the store lives.
-    #[arg(long, env = "KAPSEL_DATA_DIR", default_value = "/var/lib/kapsel/apiserver")]
+    #[arg(
+        long,
+        env = "KAPSEL_DATA_DIR",
+        default_value = "/var/lib/kapsel/apiserver"
+    )]
     data_dir: PathBuf,
     /// Address to listen on (plain HTTP; TLS comes with the security work).
     #[arg(long, env = "KAPSEL_LISTEN", default_value = "127.0.0.1:6443")]
@@ -54,7 +62,10 @@ fn main() -> std::process::ExitCode {
         )
         .init();
     let args = Args::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("kapsel-apiserver: cannot start the runtime: {e}");

@@ -69,8 +69,9 @@ impl PatchBody {
                 json_patch::merge(doc, p);
                 Ok(())
             }
-            PatchBody::Json(p) => json_patch::patch(doc, p)
-                .map_err(|e| ApiError::UnprocessablePatch(format!("the JSON patch could not be applied: {e}"))),
+            PatchBody::Json(p) => json_patch::patch(doc, p).map_err(|e| {
+                ApiError::UnprocessablePatch(format!("the JSON patch could not be applied: {e}"))
+            }),
             PatchBody::Strategic(p) => strategic_merge(doc, p),
         }
     }
@@ -79,8 +80,13 @@ impl PatchBody {
 /// The merge key of list field `field` whose patch elements are `items` (`None`: replace).
 fn merge_key(field: &str, items: &[Value]) -> Option<&'static str> {
     match field {
-        "containers" | "initContainers" | "ephemeralContainers" | "volumes" | "env"
-        | "imagePullSecrets" | "resourceClaims" => Some("name"),
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "volumes"
+        | "env"
+        | "imagePullSecrets"
+        | "resourceClaims" => Some("name"),
         "ports" => {
             let has = |k: &str| items.iter().any(|i| i.get(k).is_some());
             if has("containerPort") {
@@ -283,7 +289,10 @@ mod tests {
         strategic_merge(&mut doc, &p).unwrap();
         let c = &doc["spec"]["template"]["spec"]["containers"][0];
         assert_eq!(c["image"], "nginx:1.26");
-        assert_eq!(c["env"], json!([{"name": "A", "value": "2"}, {"name": "B", "value": "x"}]));
+        assert_eq!(
+            c["env"],
+            json!([{"name": "A", "value": "2"}, {"name": "B", "value": "x"}])
+        );
         assert_eq!(doc["metadata"]["annotations"], json!({"a": "1", "k": "v"}));
 
         let p2 = json!({"metadata": {"labels": null},
@@ -294,7 +303,9 @@ mod tests {
                  "ports": [{"containerPort": 8080}, {"$patch": "delete", "containerPort": 80}]}]}}}});
         strategic_merge(&mut doc, &p2).unwrap();
         assert!(doc["metadata"].get("labels").is_none());
-        let cs = doc["spec"]["template"]["spec"]["containers"].as_array().unwrap();
+        let cs = doc["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .unwrap();
         assert_eq!(cs[0]["name"], "sidecar");
         assert_eq!(cs[1]["name"], "nginx");
         assert!(cs[1].get("env").is_none());
@@ -312,23 +323,39 @@ mod tests {
         assert_eq!(doc["spec"]["x"], json!({"c": 3}));
         assert_eq!(doc["spec"]["l"], json!([4]));
         let mut d2 = json!({"spec": {"a": 1, "b": 2}});
-        strategic_merge(&mut d2, &json!({"spec": {"$retainKeys": ["a", "c"], "c": 3}})).unwrap();
+        strategic_merge(
+            &mut d2,
+            &json!({"spec": {"$retainKeys": ["a", "c"], "c": 3}}),
+        )
+        .unwrap();
         assert_eq!(d2["spec"], json!({"a": 1, "c": 3}));
     }
 
     #[test]
     fn patch_kinds() {
         let mut doc = json!({"metadata": {"name": "a"}, "spec": {"replicas": 1}});
-        PatchBody::decode(MERGE, br#"{"spec":{"replicas":3}}"#).unwrap().apply(&mut doc).unwrap();
+        PatchBody::decode(MERGE, br#"{"spec":{"replicas":3}}"#)
+            .unwrap()
+            .apply(&mut doc)
+            .unwrap();
         assert_eq!(doc["spec"]["replicas"], 3);
-        let jp = PatchBody::decode(JSON, br#"[{"op":"replace","path":"/spec/replicas","value":5}]"#).unwrap();
+        let jp = PatchBody::decode(
+            JSON,
+            br#"[{"op":"replace","path":"/spec/replicas","value":5}]"#,
+        )
+        .unwrap();
         jp.apply(&mut doc).unwrap();
         assert_eq!(doc["spec"]["replicas"], 5);
         let bad = PatchBody::decode(JSON, br#"[{"op":"remove","path":"/nope"}]"#).unwrap();
         assert_eq!(bad.apply(&mut doc).unwrap_err().code(), 422);
-        assert_eq!(PatchBody::decode("text/plain", b"x").unwrap_err().code(), 415);
-        assert!(PatchBody::decode(MERGE, br#"{"metadata":{"resourceVersion":"5"}}"#)
-            .unwrap()
-            .sets_resource_version());
+        assert_eq!(
+            PatchBody::decode("text/plain", b"x").unwrap_err().code(),
+            415
+        );
+        assert!(
+            PatchBody::decode(MERGE, br#"{"metadata":{"resourceVersion":"5"}}"#)
+                .unwrap()
+                .sets_resource_version()
+        );
     }
 }

@@ -230,11 +230,17 @@ mod tests {
     #[test]
     fn keys_and_prefixes() {
         let pods = find("", "v1", "pods").unwrap();
-        assert_eq!(pods.key("default", "web"), "/registry/core/pods/default/web");
+        assert_eq!(
+            pods.key("default", "web"),
+            "/registry/core/pods/default/web"
+        );
         assert_eq!(pods.prefix(None), "/registry/core/pods/");
         let ns = find("", "v1", "namespaces").unwrap();
         assert_eq!(ns.key("", "default"), "/registry/core/namespaces/default");
-        assert_eq!(ns.key("ignored", "default"), "/registry/core/namespaces/default");
+        assert_eq!(
+            ns.key("ignored", "default"),
+            "/registry/core/namespaces/default"
+        );
         let d = find("apps", "v1", "deployments").unwrap();
         assert_eq!(d.group_resource(), "deployments.apps");
         assert_eq!(

@@ -26,7 +26,8 @@ use crate::registry::{self, ResourceDef};
 use crate::store::{SledStore, Store, StoreError, Txn};
 
 /// Namespaces that exist from the first start.
-pub const SYSTEM_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
+pub const SYSTEM_NAMESPACES: [&str; 4] =
+    ["default", "kube-system", "kube-public", "kube-node-lease"];
 /// Namespaces that may not be deleted.
 const UNDELETABLE_NAMESPACES: [&str; 3] = ["default", "kube-system", "kube-public"];
 
@@ -108,7 +109,8 @@ fn to_bytes(v: &Value) -> Result<Bytes, ApiError> {
 }
 
 fn from_bytes(b: &[u8]) -> Result<Value, ApiError> {
-    serde_json::from_slice(b).map_err(|e| ApiError::Internal(format!("decoding stored object: {e}")))
+    serde_json::from_slice(b)
+        .map_err(|e| ApiError::Internal(format!("decoding stored object: {e}")))
 }
 
 /// Check (and fill in) `apiVersion` and `kind` of a body for `def`.
@@ -262,7 +264,13 @@ fn status_on_create(def: &ResourceDef, obj: &mut Value) {
     }
 }
 
-fn precondition_failed(def: &ResourceDef, name: &str, what: &str, want: &str, have: &str) -> ApiError {
+fn precondition_failed(
+    def: &ResourceDef,
+    name: &str,
+    what: &str,
+    want: &str,
+    have: &str,
+) -> ApiError {
     let (label, meta_label) = if what == "uid" {
         ("UID", "UID")
     } else {
@@ -352,7 +360,9 @@ fn check_namespace_active(
         return Err(ApiError::NotFound(nsd.err_ref(ns)));
     };
     let v = from_bytes(&b)?;
-    if o::is_deleting(&v) || v.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating") {
+    if o::is_deleting(&v)
+        || v.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating")
+    {
         return Err(ApiError::Forbidden {
             obj: def.err_ref(name),
             reason: format!(
@@ -409,7 +419,11 @@ fn apply_quota(
                 }
             }
         }
-        let used = q.status.as_ref().map(|s| s.used.clone()).unwrap_or_default();
+        let used = q
+            .status
+            .as_ref()
+            .map(|s| s.used.clone())
+            .unwrap_or_default();
         let new_used = quota::check_quota(&qname, &hard, &used, &delta).map_err(forbidden)?;
         if new_used != used && !dry_run {
             let st = q.status.get_or_insert_with(Default::default);
@@ -486,7 +500,12 @@ impl Api {
     }
 
     /// Read and decode one object.
-    pub fn get_object(&self, def: &ResourceDef, ns: &str, name: &str) -> Result<(Value, Bytes), ApiError> {
+    pub fn get_object(
+        &self,
+        def: &ResourceDef,
+        ns: &str,
+        name: &str,
+    ) -> Result<(Value, Bytes), ApiError> {
         let b = self
             .store
             .get(&def.key(ns, name))?
@@ -495,7 +514,10 @@ impl Api {
     }
 
     fn admit_limit_ranges(&self, ns: &str, obj: &mut Value) -> Result<(), ApiError> {
-        let items = self.store.list(&limitrange_def().prefix(Some(ns)), None, 0)?.items;
+        let items = self
+            .store
+            .list(&limitrange_def().prefix(Some(ns)), None, 0)?
+            .items;
         if items.is_empty() {
             return Ok(());
         }
@@ -551,7 +573,11 @@ impl Api {
         }
         let generated = o::name(&body).is_empty() && !o::meta_str(&body, "generateName").is_empty();
         if generated {
-            let n = format!("{}{}", o::meta_str(&body, "generateName"), o::random_suffix());
+            let n = format!(
+                "{}{}",
+                o::meta_str(&body, "generateName"),
+                o::random_suffix()
+            );
             o::set_meta(&mut body, "name", n.into());
         }
         let (mut obj, warnings) = decode(def, body, opts.field_validation)?;
@@ -689,7 +715,10 @@ impl Api {
                 self.prepare_update(def, sub, ns, name, &old, cand, opts.field_validation)?;
             if new == old {
                 // Nothing changed: no write, no new resourceVersion (as Kubernetes).
-                return Ok(Outcome { object: old, warnings });
+                return Ok(Outcome {
+                    object: old,
+                    warnings,
+                });
             }
             let res = self.store.write(|txn| -> Result<Value, TxnErr> {
                 match txn.get(&key)? {
@@ -761,7 +790,13 @@ impl Api {
                     .as_deref()
                     .filter(|r| *r != o::resource_version(&old))
                 {
-                    return Err(precondition_failed(def, name, "rv", r, o::resource_version(&old)));
+                    return Err(precondition_failed(
+                        def,
+                        name,
+                        "rv",
+                        r,
+                        o::resource_version(&old),
+                    ));
                 }
             }
             let mut fins = o::finalizers(&old);
@@ -776,8 +811,14 @@ impl Api {
                 }
             }
             let grace = if def.plural == "pods" {
-                let node = old.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("");
-                let phase = old.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
+                let node = old
+                    .pointer("/spec/nodeName")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                let phase = old
+                    .pointer("/status/phase")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
                 let default = old
                     .pointer("/spec/terminationGracePeriodSeconds")
                     .and_then(Value::as_i64)
@@ -798,7 +839,13 @@ impl Api {
                     // A shorter grace period (e.g. the kubelet's final delete with 0).
                     let mut new = old.clone();
                     let when = chrono::Utc::now() + chrono::Duration::seconds(grace);
-                    o::set_meta(&mut new, "deletionTimestamp", kapsel_api::Time(chrono::SubsecRound::trunc_subsecs(when, 0)).to_string().into());
+                    o::set_meta(
+                        &mut new,
+                        "deletionTimestamp",
+                        kapsel_api::Time(chrono::SubsecRound::trunc_subsecs(when, 0))
+                            .to_string()
+                            .into(),
+                    );
                     o::set_meta(&mut new, "deletionGracePeriodSeconds", grace.into());
                     if grace == 0 && fins.is_empty() {
                         Change::Delete { old }
@@ -811,7 +858,13 @@ impl Api {
             } else if grace > 0 || !fins.is_empty() {
                 let mut new = old.clone();
                 let when = chrono::Utc::now() + chrono::Duration::seconds(grace);
-                o::set_meta(&mut new, "deletionTimestamp", kapsel_api::Time(chrono::SubsecRound::trunc_subsecs(when, 0)).to_string().into());
+                o::set_meta(
+                    &mut new,
+                    "deletionTimestamp",
+                    kapsel_api::Time(chrono::SubsecRound::trunc_subsecs(when, 0))
+                        .to_string()
+                        .into(),
+                );
                 o::set_meta(&mut new, "deletionGracePeriodSeconds", grace.into());
                 o::set_finalizers(&mut new, &fins);
                 let g = o::generation(&old);
@@ -868,7 +921,13 @@ impl Api {
                 .as_deref()
                 .filter(|r| *r != o::resource_version(&old))
             {
-                return Err(precondition_failed(nsd, name, "rv", r, o::resource_version(&old)));
+                return Err(precondition_failed(
+                    nsd,
+                    name,
+                    "rv",
+                    r,
+                    o::resource_version(&old),
+                ));
             }
         }
         if dry_run {
@@ -898,7 +957,11 @@ impl Api {
                         None => o::remove_meta(&mut new, f),
                     }
                 }
-                o::set_meta(&mut new, "resourceVersion", txn.revision().to_string().into());
+                o::set_meta(
+                    &mut new,
+                    "resourceVersion",
+                    txn.revision().to_string().into(),
+                );
                 txn.put(&key, to_bytes(&new)?);
                 Ok(new)
             })?;

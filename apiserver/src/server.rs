@@ -173,6 +173,8 @@ pub async fn run(
         authenticator,
     } = prepared;
     let app = rest_routes(Arc::clone(&api));
+    // The agents' gRPC component API and the pods/{name}/log relay, same listener (component/).
+    let app = crate::component::mount(app, &listener);
     let app = finish(app, authenticator);
     let mut stopped = api.shutdown.clone();
     let mut stopped2 = api.shutdown.clone();
@@ -264,7 +266,9 @@ pub async fn start_test_server_with(adjust: impl FnOnce(&mut ServerConfig)) -> T
     let addr = listener.local_addr().expect("local address");
     let mut config = ServerConfig::new(tempdir.path().join("data"), addr);
     adjust(&mut config);
-    let prepared = prepare(&config).await.expect("starting the test API server");
+    let prepared = prepare(&config)
+        .await
+        .expect("starting the test API server");
     let (tx, rx) = oneshot::channel::<()>();
     let handle = tokio::spawn(run(prepared, listener, async move {
         let _ = rx.await;

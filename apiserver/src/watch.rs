@@ -175,7 +175,11 @@ async fn run(
         };
         match step {
             None => {
-                if tx.send(Ok(bookmark(req.def, cursor.position()))).await.is_err() {
+                if tx
+                    .send(Ok(bookmark(req.def, cursor.position())))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }

@@ -14,12 +14,19 @@ async fn crud_round_trip_with_kubernetes_shapes() {
     let ns = h.get("/api/v1/namespaces").await;
     assert_eq!(ns.code(), 200);
     assert_eq!(ns.body["kind"], "NamespaceList");
-    let names: Vec<&str> = ns.body["items"].as_array().unwrap().iter().map(|i| i["metadata"]["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = ns.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap())
+        .collect();
     for n in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         assert!(names.contains(&n), "{names:?}");
     }
 
-    let c = h.post("/api/v1/namespaces/default/pods", &pod("web-1")).await;
+    let c = h
+        .post("/api/v1/namespaces/default/pods", &pod("web-1"))
+        .await;
     assert_eq!(c.code(), 201, "{}", c.body);
     assert_eq!(c.body["metadata"]["namespace"], "default");
     assert_eq!(c.body["metadata"]["generation"], 1);
@@ -40,7 +47,9 @@ async fn crud_round_trip_with_kubernetes_shapes() {
     assert_eq!(l.body["items"].as_array().unwrap().len(), 1);
     assert_eq!(l.body["items"][0]["kind"], "Pod");
 
-    let dup = h.post("/api/v1/namespaces/default/pods", &pod("web-1")).await;
+    let dup = h
+        .post("/api/v1/namespaces/default/pods", &pod("web-1"))
+        .await;
     assert_eq!(dup.code(), 409);
     assert_eq!(dup.reason(), "AlreadyExists");
     assert_eq!(dup.message(), "pods \"web-1\" already exists");
@@ -52,14 +61,21 @@ async fn crud_round_trip_with_kubernetes_shapes() {
 
     let d = h.delete("/api/v1/namespaces/default/pods/web-1").await;
     assert_eq!(d.code(), 200, "{}", d.body);
-    assert_eq!(h.get("/api/v1/namespaces/default/pods/web-1").await.code(), 404);
+    assert_eq!(
+        h.get("/api/v1/namespaces/default/pods/web-1").await.code(),
+        404
+    );
 
     // A configmap update.
-    let cm = h.post("/api/v1/namespaces/default/configmaps", &configmap("cm")).await;
+    let cm = h
+        .post("/api/v1/namespaces/default/configmaps", &configmap("cm"))
+        .await;
     assert_eq!(cm.code(), 201);
     let mut upd = cm.body.clone();
     upd["data"]["k"] = json!("v2");
-    let u = h.put("/api/v1/namespaces/default/configmaps/cm", &upd).await;
+    let u = h
+        .put("/api/v1/namespaces/default/configmaps/cm", &upd)
+        .await;
     assert_eq!(u.code(), 200, "{}", u.body);
     assert_eq!(u.body["data"]["k"], "v2");
     assert!(u.rv().parse::<u64>().unwrap() > cm.rv().parse::<u64>().unwrap());

@@ -22,7 +22,11 @@ async fn open_watch(base: &str, path_and_query: &str) -> reqwest::Response {
 }
 
 fn rv_of(ev: &Value) -> u64 {
-    ev["object"]["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap()
+    ev["object"]["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 #[tokio::test]
@@ -33,15 +37,32 @@ async fn watch_from_a_resource_version_delivers_exactly_the_later_events_in_orde
     let start = first.rv();
     // Later: b added, a modified, b deleted, c added (+ a write elsewhere that must not show).
     h.post(CMS, &configmap("b")).await;
-    h.patch(&format!("{CMS}/a"), "application/merge-patch+json", &json!({"data": {"k": "2"}})).await;
-    h.post("/api/v1/namespaces/kube-system/configmaps", &configmap("other")).await;
+    h.patch(
+        &format!("{CMS}/a"),
+        "application/merge-patch+json",
+        &json!({"data": {"k": "2"}}),
+    )
+    .await;
+    h.post(
+        "/api/v1/namespaces/kube-system/configmaps",
+        &configmap("other"),
+    )
+    .await;
     h.delete(&format!("{CMS}/b")).await;
     h.post(CMS, &configmap("c")).await;
     let mut w = open_watch(&srv.url, &format!("{CMS}?watch=1&resourceVersion={start}")).await;
     let evs = read_events(&mut w, 4, Duration::from_secs(5)).await;
     let got: Vec<(String, String)> = evs
         .iter()
-        .map(|e| (e["type"].as_str().unwrap().to_string(), e["object"]["metadata"]["name"].as_str().unwrap().to_string()))
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap().to_string(),
+                e["object"]["metadata"]["name"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            )
+        })
         .collect();
     assert_eq!(
         got,
@@ -71,7 +92,11 @@ async fn an_expired_resource_version_gets_410() {
     for i in 0..40 {
         h.post(CMS, &configmap(&format!("x{i}"))).await;
     }
-    let mut w = open_watch(&srv.url, &format!("{CMS}?watch=true&resourceVersion={}", first.rv())).await;
+    let mut w = open_watch(
+        &srv.url,
+        &format!("{CMS}?watch=true&resourceVersion={}", first.rv()),
+    )
+    .await;
     let evs = read_events(&mut w, 1, Duration::from_secs(5)).await;
     assert_eq!(evs.len(), 1);
     assert_eq!(evs[0]["type"], "ERROR");
@@ -103,19 +128,54 @@ async fn selectors_turn_changes_into_added_and_deleted() {
     let h = Http::new(&srv);
     let pods = "/api/v1/namespaces/default/pods";
     let c = h.post(pods, &pod("p")).await; // app=web
-    let mut w = open_watch(&srv.url, &format!("{pods}?watch=1&resourceVersion={}&labelSelector=tier%3Dfront", c.rv())).await;
+    let mut w = open_watch(
+        &srv.url,
+        &format!(
+            "{pods}?watch=1&resourceVersion={}&labelSelector=tier%3Dfront",
+            c.rv()
+        ),
+    )
+    .await;
     let lbl = |t: &str| json!({"metadata": {"labels": {"tier": t}}});
-    h.patch(&format!("{pods}/p"), "application/merge-patch+json", &lbl("front")).await; // starts matching
-    h.patch(&format!("{pods}/p"), "application/merge-patch+json", &json!({"metadata": {"annotations": {"x": "1"}}})).await;
-    h.patch(&format!("{pods}/p"), "application/merge-patch+json", &lbl("back")).await; // stops matching
-    h.patch(&format!("{pods}/p"), "application/merge-patch+json", &json!({"metadata": {"annotations": {"x": "2"}}})).await;
+    h.patch(
+        &format!("{pods}/p"),
+        "application/merge-patch+json",
+        &lbl("front"),
+    )
+    .await; // starts matching
+    h.patch(
+        &format!("{pods}/p"),
+        "application/merge-patch+json",
+        &json!({"metadata": {"annotations": {"x": "1"}}}),
+    )
+    .await;
+    h.patch(
+        &format!("{pods}/p"),
+        "application/merge-patch+json",
+        &lbl("back"),
+    )
+    .await; // stops matching
+    h.patch(
+        &format!("{pods}/p"),
+        "application/merge-patch+json",
+        &json!({"metadata": {"annotations": {"x": "2"}}}),
+    )
+    .await;
     let evs = read_events(&mut w, 3, Duration::from_secs(5)).await;
     let types: Vec<&str> = evs.iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert_eq!(types, vec!["ADDED", "MODIFIED", "DELETED"]);
     // Field selector on spec.nodeName.
-    let mut w2 = open_watch(&srv.url, &format!("/api/v1/pods?watch=1&fieldSelector=spec.nodeName%3Dn1")).await;
+    let mut w2 = open_watch(
+        &srv.url,
+        "/api/v1/pods?watch=1&fieldSelector=spec.nodeName%3Dn1",
+    )
+    .await;
     h.post(pods, &pod("q")).await;
-    h.post(&format!("{pods}/q/binding"), &json!({"target": {"name": "n1"}})).await;
+    h.post(
+        &format!("{pods}/q/binding"),
+        &json!({"target": {"name": "n1"}}),
+    )
+    .await;
     let evs = read_events(&mut w2, 1, Duration::from_secs(5)).await;
     assert_eq!(evs[0]["type"], "ADDED");
     assert_eq!(evs[0]["object"]["metadata"]["name"], "q");
@@ -126,7 +186,14 @@ async fn bookmarks_and_timeout() {
     let srv = start_test_server().await;
     let h = Http::new(&srv);
     let c = h.post(CMS, &configmap("a")).await;
-    let mut w = open_watch(&srv.url, &format!("{CMS}?watch=1&resourceVersion={}&allowWatchBookmarks=true&timeoutSeconds=3", c.rv())).await;
+    let mut w = open_watch(
+        &srv.url,
+        &format!(
+            "{CMS}?watch=1&resourceVersion={}&allowWatchBookmarks=true&timeoutSeconds=3",
+            c.rv()
+        ),
+    )
+    .await;
     let t0 = std::time::Instant::now();
     let evs = read_events(&mut w, 1, Duration::from_secs(5)).await;
     assert_eq!(evs[0]["type"], "BOOKMARK");
@@ -136,7 +203,10 @@ async fn bookmarks_and_timeout() {
     let rest = read_events(&mut w, 100, Duration::from_secs(10)).await;
     assert!(rest.iter().all(|e| e["type"] == "BOOKMARK"));
     let elapsed = t0.elapsed();
-    assert!(elapsed >= Duration::from_millis(2500) && elapsed < Duration::from_secs(8), "{elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(2500) && elapsed < Duration::from_secs(8),
+        "{elapsed:?}"
+    );
 }
 
 /// A client lists, then watches from the list's resourceVersion while 8 writers create, update
@@ -159,10 +229,16 @@ async fn list_then_watch_misses_and_repeats_nothing_under_8_writers() {
                         let _ = h.post(CMS, &configmap(&name)).await;
                     }
                     2 => {
-                        let _ = h.patch(&format!("{CMS}/{name}"), "application/merge-patch+json", &json!({"data": {"i": i.to_string()}})).await;
+                        let _ = h
+                            .patch(
+                                &format!("{CMS}/{name}"),
+                                "application/merge-patch+json",
+                                &json!({"data": {"i": i.to_string()}}),
+                            )
+                            .await;
                     }
                     _ => {
-                        let _ = h.delete(&format!("{CMS}/{}", format!("w{w}-{}", (i + 3) % 10))).await;
+                        let _ = h.delete(&format!("{CMS}/w{w}-{}", (i + 3) % 10)).await;
                     }
                 }
             }
@@ -171,32 +247,57 @@ async fn list_then_watch_misses_and_repeats_nothing_under_8_writers() {
     tokio::time::sleep(Duration::from_millis(30)).await;
     let h = Http::at(&base);
     let list = h.get(CMS).await;
-    let start: u64 = list.body["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
+    let start: u64 = list.body["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     let mut state: BTreeMap<String, u64> = BTreeMap::new();
     for it in list.body["items"].as_array().unwrap() {
-        state.insert(it["metadata"]["name"].as_str().unwrap().into(), it["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap());
+        state.insert(
+            it["metadata"]["name"].as_str().unwrap().into(),
+            it["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap(),
+        );
     }
     let mut w = open_watch(&base, &format!("{CMS}?watch=1&resourceVersion={start}")).await;
     for t in writers {
         t.await.unwrap();
     }
     let final_list = h.get(CMS).await;
-    let final_rv: u64 = final_list.body["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
+    let final_rv: u64 = final_list.body["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     let mut seen_revs: HashSet<(String, u64)> = HashSet::new();
     let mut last_rev = start;
     let mut buf = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while last_rev < final_rv {
-        let chunk = tokio::time::timeout_at(deadline, w.chunk()).await.expect("watch caught up in time").unwrap().unwrap();
+        let chunk = tokio::time::timeout_at(deadline, w.chunk())
+            .await
+            .expect("watch caught up in time")
+            .unwrap()
+            .unwrap();
         buf.extend_from_slice(&chunk);
         while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = buf.drain(..=pos).collect();
             let ev: Value = serde_json::from_slice(&line).unwrap();
-            let name = ev["object"]["metadata"]["name"].as_str().unwrap().to_string();
+            let name = ev["object"]["metadata"]["name"]
+                .as_str()
+                .unwrap()
+                .to_string();
             let rev = rv_of(&ev);
             assert!(rev > start, "event at {rev} not after the list's {start}");
             assert!(rev >= last_rev, "out of order: {rev} after {last_rev}");
-            assert!(seen_revs.insert((name.clone(), rev)), "duplicate event {name}@{rev}");
+            assert!(
+                seen_revs.insert((name.clone(), rev)),
+                "duplicate event {name}@{rev}"
+            );
             last_rev = rev;
             match ev["type"].as_str().unwrap() {
                 "ADDED" => {
@@ -216,8 +317,18 @@ async fn list_then_watch_misses_and_repeats_nothing_under_8_writers() {
     }
     let mut want: BTreeMap<String, u64> = BTreeMap::new();
     for it in final_list.body["items"].as_array().unwrap() {
-        want.insert(it["metadata"]["name"].as_str().unwrap().into(), it["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap());
+        want.insert(
+            it["metadata"]["name"].as_str().unwrap().into(),
+            it["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap(),
+        );
     }
     assert_eq!(state, want);
-    assert!(final_rv > start + 50, "the writers overlapped the watch ({start}..{final_rv})");
+    assert!(
+        final_rv > start + 50,
+        "the writers overlapped the watch ({start}..{final_rv})"
+    );
 }

@@ -93,7 +93,11 @@ fn set_defaults(pod: &mut Pod, items: &[LimitRangeItem]) {
             ));
         }
         if !set_lim.is_empty() {
-            notes.push(format!("{} limit for container {}", set_lim.join(", "), c.name));
+            notes.push(format!(
+                "{} limit for container {}",
+                set_lim.join(", "),
+                c.name
+            ));
         }
     };
     for c in spec.containers.iter_mut() {
@@ -121,7 +125,11 @@ fn milli_of(q: Option<&Quantity>) -> i64 {
 }
 
 /// `requestLimitEnforcedValues`: milli values when nothing overflows, else whole units.
-fn enforced_values(req: Option<&Quantity>, lim: Option<&Quantity>, enf: &Quantity) -> (i64, i64, i64) {
+fn enforced_values(
+    req: Option<&Quantity>,
+    lim: Option<&Quantity>,
+    enf: &Quantity,
+) -> (i64, i64, i64) {
     let (r, l, e) = (value_of(req), value_of(lim), value_of(Some(enf)));
     if r <= MAX_MILLI_VALUE && l <= MAX_MILLI_VALUE && e <= MAX_MILLI_VALUE {
         (milli_of(req), milli_of(lim), milli_of(Some(enf)))
@@ -380,7 +388,10 @@ mod tests {
     }
 
     fn res(p: &Pod, i: usize) -> &ResourceRequirements {
-        p.spec.as_ref().unwrap().containers[i].resources.as_ref().unwrap()
+        p.spec.as_ref().unwrap().containers[i]
+            .resources
+            .as_ref()
+            .unwrap()
     }
 
     #[test]
@@ -395,9 +406,18 @@ mod tests {
         ]);
         apply_limit_ranges(&mut p, &[lr]).unwrap();
         // memory's defaultRequest defaults to its default (256Mi).
-        assert_eq!(res(&p, 0).requests, rl(&[("cpu", "100m"), ("memory", "256Mi")]));
-        assert_eq!(res(&p, 0).limits, rl(&[("cpu", "500m"), ("memory", "256Mi")]));
-        assert_eq!(res(&p, 1).requests, rl(&[("cpu", "200m"), ("memory", "256Mi")]));
+        assert_eq!(
+            res(&p, 0).requests,
+            rl(&[("cpu", "100m"), ("memory", "256Mi")])
+        );
+        assert_eq!(
+            res(&p, 0).limits,
+            rl(&[("cpu", "500m"), ("memory", "256Mi")])
+        );
+        assert_eq!(
+            res(&p, 1).requests,
+            rl(&[("cpu", "200m"), ("memory", "256Mi")])
+        );
         assert_eq!(res(&p, 1).limits, rl(&[("cpu", "500m"), ("memory", "1Gi")]));
         assert_eq!(
             p.metadata.annotations[ANNOTATION],
@@ -468,9 +488,17 @@ mod tests {
             i.min = rl(&[("cpu", "100m")]);
             i.max = rl(&[("cpu", "1"), ("memory", "1Gi")]);
         });
-        let mut ok = pod(&[("a", rl(&[("cpu", "100m")]), rl(&[("cpu", "1"), ("memory", "1Gi")]))]);
-        apply_limit_ranges(&mut ok, &[lr.clone()]).unwrap();
-        let mut bad = pod(&[("a", rl(&[("cpu", "10m")]), rl(&[("cpu", "3"), ("memory", "2Gi")]))]);
+        let mut ok = pod(&[(
+            "a",
+            rl(&[("cpu", "100m")]),
+            rl(&[("cpu", "1"), ("memory", "1Gi")]),
+        )]);
+        apply_limit_ranges(&mut ok, std::slice::from_ref(&lr)).unwrap();
+        let mut bad = pod(&[(
+            "a",
+            rl(&[("cpu", "10m")]),
+            rl(&[("cpu", "3"), ("memory", "2Gi")]),
+        )]);
         let errs = apply_limit_ranges(&mut bad, &[lr]).unwrap_err();
         assert_eq!(errs.len(), 3, "{errs:?}");
     }

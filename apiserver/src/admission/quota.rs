@@ -23,7 +23,7 @@ fn one() -> QuantityValue {
 
 fn add(u: &mut Usage, k: &str, v: QuantityValue) {
     match u.get_mut(k) {
-        Some(cur) => *cur = *cur + v,
+        Some(cur) => *cur += v,
         None => {
             u.insert(k.to_string(), v);
         }
@@ -316,7 +316,10 @@ mod tests {
     fn pod_usage_sums_containers_and_takes_init_max() {
         let pods = find("", "v1", "pods").unwrap();
         let u = quota_usage(pods, &pod_json("500m", "128Mi", "Running"));
-        let s: BTreeMap<_, _> = u.iter().map(|(k, v)| (k.as_str(), v.to_quantity().0)).collect();
+        let s: BTreeMap<_, _> = u
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.to_quantity().0))
+            .collect();
         assert_eq!(s["pods"], "1");
         assert_eq!(s["count/pods"], "1");
         assert_eq!(s["requests.cpu"], "2"); // max(1, init 2)

@@ -1,5 +1,5 @@
 //! Shared helpers for the API server's integration tests (raw HTTP via reqwest).
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -49,8 +49,16 @@ impl Http {
                 .unwrap(),
         }
     }
-    pub async fn send(&self, method: Method, path: &str, ct: Option<&str>, body: Option<Vec<u8>>) -> Resp {
-        let mut rb = self.client.request(method, format!("{}{}", self.base, path));
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        ct: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> Resp {
+        let mut rb = self
+            .client
+            .request(method, format!("{}{}", self.base, path));
         if let Some(ct) = ct {
             rb = rb.header("content-type", ct);
         }
@@ -63,25 +71,53 @@ impl Http {
         let bytes = r.bytes().await.expect("body");
         let body = serde_json::from_slice(&bytes)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-        Resp { status, headers, body }
+        Resp {
+            status,
+            headers,
+            body,
+        }
     }
     pub async fn get(&self, path: &str) -> Resp {
         self.send(Method::GET, path, None, None).await
     }
     pub async fn post(&self, path: &str, v: &Value) -> Resp {
-        self.send(Method::POST, path, Some("application/json"), Some(v.to_string().into_bytes())).await
+        self.send(
+            Method::POST,
+            path,
+            Some("application/json"),
+            Some(v.to_string().into_bytes()),
+        )
+        .await
     }
     pub async fn put(&self, path: &str, v: &Value) -> Resp {
-        self.send(Method::PUT, path, Some("application/json"), Some(v.to_string().into_bytes())).await
+        self.send(
+            Method::PUT,
+            path,
+            Some("application/json"),
+            Some(v.to_string().into_bytes()),
+        )
+        .await
     }
     pub async fn patch(&self, path: &str, ct: &str, v: &Value) -> Resp {
-        self.send(Method::PATCH, path, Some(ct), Some(v.to_string().into_bytes())).await
+        self.send(
+            Method::PATCH,
+            path,
+            Some(ct),
+            Some(v.to_string().into_bytes()),
+        )
+        .await
     }
     pub async fn delete(&self, path: &str) -> Resp {
         self.send(Method::DELETE, path, None, None).await
     }
     pub async fn delete_with(&self, path: &str, opts: &Value) -> Resp {
-        self.send(Method::DELETE, path, Some("application/json"), Some(opts.to_string().into_bytes())).await
+        self.send(
+            Method::DELETE,
+            path,
+            Some("application/json"),
+            Some(opts.to_string().into_bytes()),
+        )
+        .await
     }
 }
 
@@ -113,7 +149,11 @@ pub fn deployment(name: &str, replicas: i64) -> Value {
 }
 
 /// Read NDJSON watch events from a streaming response until `n` events or `timeout`.
-pub async fn read_events(resp: &mut reqwest::Response, n: usize, timeout: std::time::Duration) -> Vec<Value> {
+pub async fn read_events(
+    resp: &mut reqwest::Response,
+    n: usize,
+    timeout: std::time::Duration,
+) -> Vec<Value> {
     let mut out = Vec::new();
     let mut buf: Vec<u8> = Vec::new();
     let deadline = tokio::time::Instant::now() + timeout;

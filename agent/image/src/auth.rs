@@ -215,7 +215,7 @@ impl RegistryConfig {
                 (m.strip_prefix("https://").unwrap_or(m), false)
             };
             let host = host.trim_end_matches('/').to_string();
-            let insecure = http || self.insecure_registries.iter().any(|i| *i == host);
+            let insecure = http || self.insecure_registries.contains(&host);
             out.push(Endpoint {
                 host,
                 insecure,

@@ -197,7 +197,8 @@ mod tests {
             cmd: v(&["/bin/sh"]),
             ..Default::default()
         };
-        let cases: Vec<(&ImageConfig, Vec<String>, Vec<String>, Vec<String>)> = vec![
+        type Case<'a> = (&'a ImageConfig, Vec<String>, Vec<String>, Vec<String>);
+        let cases: Vec<Case<'_>> = vec![
             // neither: entrypoint + cmd
             (
                 &img,

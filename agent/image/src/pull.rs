@@ -19,7 +19,7 @@ use crate::config::ImageConfig;
 use crate::error::{ImageError, Result};
 use crate::reference::{ImageRef, PullPolicy};
 use crate::store::{
-    chain_ids, digest_hex, now_unix, sha256_hex, ImageInfo, ImageRecord, ImageStore, PullStats,
+    chain_ids, digest_hex, now_unix_ms, sha256_hex, ImageInfo, ImageRecord, ImageStore, PullStats,
     SnapshotMeta,
 };
 use crate::unpack::unpack_layer;
@@ -70,7 +70,10 @@ pub enum PullEvent {
 
 /// A progress callback (cheap to clone). `Progress::default()` reports nothing.
 #[derive(Clone, Default)]
-pub struct Progress(Option<Arc<dyn Fn(&PullEvent) + Send + Sync>>);
+pub struct Progress(Option<Arc<ProgressFn>>);
+
+/// The callback behind a [`Progress`].
+pub type ProgressFn = dyn Fn(&PullEvent) + Send + Sync;
 
 impl Progress {
     pub fn new(f: impl Fn(&PullEvent) + Send + Sync + 'static) -> Self {
@@ -678,12 +681,12 @@ impl ImageStore {
             });
             size += meta.size;
         }
-        let now = now_unix();
+        let now = now_unix_ms();
         let name = image.to_string();
         let pulled_at = self
             .read_record(&name)
             .filter(|r| r.manifest_digest == manifest_digest)
-            .map(|r| r.pulled_at_unix)
+            .map(|r| r.pulled_at_unix_ms)
             .unwrap_or(now);
         let rec = ImageRecord {
             name,
@@ -692,8 +695,8 @@ impl ImageStore {
             config_digest: manifest.config.digest.clone(),
             chain_ids: chains.clone(),
             size,
-            pulled_at_unix: pulled_at,
-            last_used_unix: now,
+            pulled_at_unix_ms: pulled_at,
+            last_used_unix_ms: now,
         };
         self.write_record(&rec)?;
         let mut info = self.info_for(image, &rec)?;

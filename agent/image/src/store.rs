@@ -93,8 +93,8 @@ pub struct ImageRecord {
     /// Snapshot keys, bottom layer first.
     pub chain_ids: Vec<String>,
     pub size: u64,
-    pub pulled_at_unix: u64,
-    pub last_used_unix: u64,
+    pub pulled_at_unix_ms: u64,
+    pub last_used_unix_ms: u64,
 }
 
 impl ImageRecord {
@@ -210,10 +210,10 @@ impl std::fmt::Debug for ImageStore {
     }
 }
 
-pub(crate) fn now_unix() -> u64 {
+pub(crate) fn now_unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
 }
 
@@ -461,7 +461,7 @@ impl ImageStore {
             return Ok(None);
         };
         let info = self.info_for(image, &rec)?;
-        rec.last_used_unix = now_unix();
+        rec.last_used_unix_ms = now_unix_ms();
         if rec.name == image.to_string() {
             self.write_record(&rec)?;
         }
@@ -600,7 +600,7 @@ impl ImageStore {
             .into_iter()
             .filter(|r| !in_use.iter().any(|u| r.matches(u)))
             .collect();
-        candidates.sort_by_key(|r| (r.last_used_unix, r.pulled_at_unix));
+        candidates.sort_by_key(|r| (r.last_used_unix_ms, r.pulled_at_unix_ms));
         for rec in candidates {
             if report.freed_bytes >= to_free {
                 break;

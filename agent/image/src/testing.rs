@@ -180,7 +180,7 @@ impl Registry {
             return false;
         }
         let mut buf = [0u8; 16];
-        matches!(s.read(&mut buf), Ok(n) if n >= 12 && buf[..12].starts_with(b"HTTP/1.1 200"))
+        matches!(s.read(&mut buf), Ok(n) if n >= 12 && buf.starts_with(b"HTTP/1.") && &buf[9..12] == b"200")
     }
 
     /// `127.0.0.1:PORT`
@@ -340,13 +340,16 @@ impl Drop for Registry {
 pub const BUSYBOX_CMD: &[&str] = &["/bin/sh", "-c", "echo hello from busybox"];
 pub const BUSYBOX_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// Fills a rootfs for one layer of [`umoci_image`].
+pub type LayerFill = Box<dyn FnOnce(&Path) -> IoResult<()>>;
+
 /// Build an OCI layout at `dir/oci` holding `TAG`: one layer built with umoci from a rootfs
 /// that `fill` populates, then `umoci config` with `cmd` and `env`. `extra_layers` are applied
 /// one `umoci repack` each (so the image gets one layer per closure).
 pub fn umoci_image(
     dir: &Path,
     tag: &str,
-    layers: Vec<Box<dyn FnOnce(&Path) -> IoResult<()>>>,
+    layers: Vec<LayerFill>,
     cmd: &[&str],
     env: &[&str],
 ) -> IoResult<PathBuf> {

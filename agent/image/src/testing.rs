@@ -584,3 +584,225 @@ pub fn write_oci_layout(
     std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
     Ok(md)
 }
+
+/// A scripted [`crate::ImageService`] for the agent's tests: queued errors per image are
+/// returned first (one per call), then the image's [`crate::ImageInfo`] if one was added,
+/// else [`crate::ImageError::NotFound`]. Every call is recorded.
+#[derive(Default)]
+pub struct FakeImageService {
+    images: std::sync::Mutex<std::collections::HashMap<String, crate::ImageInfo>>,
+    errors: std::sync::Mutex<
+        std::collections::HashMap<String, std::collections::VecDeque<crate::ImageError>>,
+    >,
+    calls: std::sync::Mutex<Vec<(String, crate::PullPolicy)>>,
+}
+
+impl FakeImageService {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An image with `lower_dirs` and `config`, digest derived from the name.
+    pub fn add(
+        &self,
+        image: &str,
+        lower_dirs: Vec<PathBuf>,
+        config: crate::ImageConfig,
+    ) -> crate::ImageInfo {
+        let reference = crate::ImageRef::parse(image).unwrap_or_else(|e| panic!("{e}"));
+        let digest = sha(reference.to_string().as_bytes());
+        let info = crate::ImageInfo {
+            image_id: reference.with_digest(&digest),
+            reference: reference.clone(),
+            manifest_digest: digest.clone(),
+            config_digest: digest.clone(),
+            digest,
+            config,
+            lower_dirs,
+            size: 0,
+            pulled: None,
+        };
+        self.images
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(reference.to_string(), info.clone());
+        info
+    }
+
+    /// Make the next call for `image` fail with `err` (queue several for several calls).
+    pub fn fail_next(&self, image: &str, err: crate::ImageError) {
+        let key = crate::ImageRef::parse(image)
+            .map(|r| r.to_string())
+            .unwrap_or_else(|_| image.to_string());
+        self.errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key)
+            .or_default()
+            .push_back(err);
+    }
+
+    /// `(image, policy)` of every `ensure_image` call so far.
+    pub fn calls(&self) -> Vec<(String, crate::PullPolicy)> {
+        self.calls.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl crate::ImageService for FakeImageService {
+    fn ensure_image<'a>(
+        &'a self,
+        image: &'a crate::ImageRef,
+        policy: crate::PullPolicy,
+        _creds: &'a crate::Credentials,
+        _registry: &'a RegistryConfig,
+        _progress: crate::Progress,
+    ) -> futures::future::BoxFuture<'a, crate::Result<crate::ImageInfo>> {
+        Box::pin(async move {
+            let key = image.to_string();
+            self.calls
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((key.clone(), policy));
+            if let Some(e) = self
+                .errors
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_mut(&key)
+                .and_then(|q| q.pop_front())
+            {
+                return Err(e);
+            }
+            let found = self
+                .images
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&key)
+                .cloned();
+            match (found, policy) {
+                (Some(i), _) => Ok(i),
+                (None, crate::PullPolicy::Never) => Err(crate::ImageError::NotPresent(key)),
+                (None, _) => Err(crate::ImageError::NotFound {
+                    reference: key,
+                    message: "manifest unknown (fake)".into(),
+                }),
+            }
+        })
+    }
+    fn get<'a>(
+        &'a self,
+        image: &'a crate::ImageRef,
+    ) -> futures::future::BoxFuture<'a, crate::Result<Option<crate::ImageInfo>>> {
+        Box::pin(async move {
+            Ok(self
+                .images
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&image.to_string())
+                .cloned())
+        })
+    }
+    fn list(&self) -> futures::future::BoxFuture<'_, crate::Result<Vec<crate::ImageRecord>>> {
+        Box::pin(async move {
+            let imgs = self.images.lock().unwrap_or_else(|p| p.into_inner());
+            let mut v: Vec<crate::ImageRecord> = imgs
+                .values()
+                .map(|i| crate::ImageRecord {
+                    name: i.reference.to_string(),
+                    digest: i.digest.clone(),
+                    manifest_digest: i.manifest_digest.clone(),
+                    config_digest: i.config_digest.clone(),
+                    chain_ids: Vec::new(),
+                    size: i.size,
+                    pulled_at_unix_ms: 0,
+                    last_used_unix_ms: 0,
+                })
+                .collect();
+            v.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(v)
+        })
+    }
+    fn remove<'a>(
+        &'a self,
+        name_or_digest: &'a str,
+    ) -> futures::future::BoxFuture<'a, crate::Result<Vec<String>>> {
+        Box::pin(async move {
+            let key = crate::ImageRef::parse(name_or_digest)
+                .map(|r| r.to_string())
+                .unwrap_or_else(|_| name_or_digest.to_string());
+            match self
+                .images
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&key)
+            {
+                Some(_) => Ok(vec![key]),
+                None => Err(crate::ImageError::UnknownImage(name_or_digest.to_string())),
+            }
+        })
+    }
+    fn import_archive<'a>(
+        &'a self,
+        _path: &'a Path,
+        _name: Option<&'a crate::ImageRef>,
+    ) -> futures::future::BoxFuture<'a, crate::Result<Vec<crate::ImageInfo>>> {
+        Box::pin(async move {
+            Err(crate::ImageError::Unsupported(
+                "import in FakeImageService".into(),
+            ))
+        })
+    }
+    fn gc<'a>(
+        &'a self,
+        _high: u64,
+        _low: u64,
+        _in_use: &'a [String],
+    ) -> futures::future::BoxFuture<'a, crate::Result<crate::GcReport>> {
+        Box::pin(async move { Ok(crate::GcReport::default()) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ImageService;
+
+    #[tokio::test]
+    async fn fake_service_scripts_errors_then_success() {
+        let f = FakeImageService::new();
+        f.fail_next(
+            "busybox:1.36",
+            crate::ImageError::Network {
+                registry: "docker.io".into(),
+                message: "down".into(),
+            },
+        );
+        let img = crate::ImageRef::parse("busybox:1.36").unwrap();
+        let (c, r) = (crate::Credentials::anonymous(), RegistryConfig::default());
+        let p = crate::PullPolicy::IfNotPresent;
+        assert!(matches!(
+            f.ensure_image(&img, p, &c, &r, crate::Progress::none())
+                .await,
+            Err(crate::ImageError::Network { .. })
+        ));
+        assert!(matches!(
+            f.ensure_image(&img, p, &c, &r, crate::Progress::none())
+                .await,
+            Err(crate::ImageError::NotFound { .. })
+        ));
+        f.add(
+            "busybox:1.36",
+            vec!["/x".into()],
+            crate::ImageConfig::default(),
+        );
+        let info = f
+            .ensure_image(&img, p, &c, &r, crate::Progress::none())
+            .await
+            .unwrap();
+        assert_eq!(
+            info.image_id,
+            format!("docker.io/library/busybox@{}", info.digest)
+        );
+        assert_eq!(f.calls().len(), 3);
+        assert_eq!(f.list().await.unwrap().len(), 1);
+    }
+}

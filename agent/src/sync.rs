@@ -490,7 +490,9 @@ impl Worker {
             Ok(Err(e)) => return Err(("ErrImagePull".into(), e.to_string())),
             Err(e) => return Err(cfg_err(e)),
         };
-        let vols = self.ensure_volumes(pod, false).await.map_err(cfg_err)?;
+        // After a config error, read the ConfigMaps/Secrets again (they may exist now).
+        let retry = self.memo.get(init, &c.name).is_some_and(|m| m.error.is_some());
+        let vols = self.ensure_volumes(pod, retry).await.map_err(cfg_err)?;
         let src = self.sources.clone().unwrap_or_default();
         let envs = env::resolve(pod, c, &img.env, &src).map_err(cfg_err)?;
         let mounts = volumes::mounts(pod, c, &vols).map_err(cfg_err)?;

@@ -19,9 +19,14 @@ pub enum Action {
         attempt: u32,
     },
     /// Kill a running instance (liveness or startup probe failed); it restarts per policy.
-    Kill { id: ContainerId, cause: KillCause },
+    Kill {
+        id: ContainerId,
+        cause: KillCause,
+    },
     /// Delete an old exited instance (only the newest two of a container are kept).
-    Remove { id: ContainerId },
+    Remove {
+        id: ContainerId,
+    },
 }
 
 /// The next attempt number for a container whose newest instance is `last`.
@@ -30,7 +35,13 @@ fn next_attempt(last: Option<&Instance>) -> u32 {
 }
 
 /// What to do now (`now_ms`: unix ms). A running pod (not being deleted, not evicted).
-pub fn compute_pod_actions(pod: &Pod, sandbox: bool, instances: &[Instance], memo: &PodMemo, now_ms: u64) -> Vec<Action> {
+pub fn compute_pod_actions(
+    pod: &Pod,
+    sandbox: bool,
+    instances: &[Instance],
+    memo: &PodMemo,
+    now_ms: u64,
+) -> Vec<Action> {
     let mut out = Vec::new();
     // Garbage: instances older than the previous one.
     for i in instances {
@@ -47,7 +58,10 @@ pub fn compute_pod_actions(pod: &Pod, sandbox: bool, instances: &[Instance], mem
         out.push(Action::CreateSandbox);
     }
     let policy = restart_policy(pod);
-    let allowed = |init: bool, name: &str| memo.get(init, name).is_none_or(|m| now_ms >= m.restart_at_ms);
+    let allowed = |init: bool, name: &str| {
+        memo.get(init, name)
+            .is_none_or(|m| now_ms >= m.restart_at_ms)
+    };
 
     // Init containers run one at a time, in order, each to success.
     for c in init_containers(pod) {
@@ -298,7 +312,7 @@ mod tests {
             },
         );
         assert_eq!(
-            compute_pod_actions(&p, true, &[i.clone()], &memo, 0),
+            compute_pod_actions(&p, true, std::slice::from_ref(&i), &memo, 0),
             vec![Action::Kill {
                 id: i.id.clone(),
                 cause: KillCause::Liveness

@@ -48,7 +48,9 @@ mod tests {
     fn kubernetes_values() {
         let cfg = BackoffConfig::kubernetes();
         let mut b = Backoff::default();
-        let got: Vec<u64> = (0..7).map(|_| b.next(&cfg, Duration::ZERO).as_secs()).collect();
+        let got: Vec<u64> = (0..7)
+            .map(|_| b.next(&cfg, Duration::ZERO).as_secs())
+            .collect();
         assert_eq!(got, vec![10, 20, 40, 80, 160, 300, 300]);
     }
 }

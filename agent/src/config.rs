@@ -74,7 +74,11 @@ pub struct AgentConfig {
 }
 
 impl AgentConfig {
-    pub fn new(server: impl Into<String>, node_name: impl Into<String>, data_dir: impl Into<PathBuf>) -> Self {
+    pub fn new(
+        server: impl Into<String>,
+        node_name: impl Into<String>,
+        data_dir: impl Into<PathBuf>,
+    ) -> Self {
         AgentConfig {
             server: server.into(),
             token: None,
@@ -145,7 +149,9 @@ pub fn parse_taints(s: &str) -> Result<Vec<Taint>> {
             None => (kv.to_string(), None),
         };
         if key.is_empty() {
-            return Err(AgentError::InvalidConfig(format!("taint {part:?} has no key")));
+            return Err(AgentError::InvalidConfig(format!(
+                "taint {part:?} has no key"
+            )));
         }
         out.push(Taint {
             key,

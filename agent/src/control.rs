@@ -112,7 +112,12 @@ impl GrpcControlPlane {
         r
     }
 
-    async fn get_object<T: DeserializeOwned>(&self, kind: &str, ns: &str, name: &str) -> Result<Option<T>> {
+    async fn get_object<T: DeserializeOwned>(
+        &self,
+        kind: &str,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<T>> {
         let r = self
             .client()
             .get_object(self.req(v1::ObjectRef {

@@ -90,7 +90,9 @@ pub fn config_map_data(c: &ConfigMap) -> BTreeMap<String, Vec<u8>> {
 /// `metadata.labels['app']` → `("metadata.labels", "app")`.
 fn subscript(path: &str) -> Option<(&str, &str)> {
     let (head, rest) = path.split_once('[')?;
-    let key = rest.strip_suffix(']')?.trim_matches(|c| c == '\'' || c == '"');
+    let key = rest
+        .strip_suffix(']')?
+        .trim_matches(|c| c == '\'' || c == '"');
     Some((head, key))
 }
 
@@ -104,7 +106,10 @@ pub fn field_value(pod: &Pod, f: &ObjectFieldSelector, src: &EnvSources) -> Resu
         "metadata.uid" => m.uid().to_string(),
         "metadata.labels" => format_map(&m.labels),
         "metadata.annotations" => format_map(&m.annotations),
-        "spec.nodeName" => spec.node_name.clone().unwrap_or_else(|| src.node_name.clone()),
+        "spec.nodeName" => spec
+            .node_name
+            .clone()
+            .unwrap_or_else(|| src.node_name.clone()),
         "spec.serviceAccountName" => spec.service_account_name.clone().unwrap_or_default(),
         "status.hostIP" | "status.hostIPs" => src.host_ip.clone(),
         "status.podIP" | "status.podIPs" => src.pod_ip.clone(),
@@ -130,7 +135,12 @@ fn format_map(m: &BTreeMap<String, String>) -> String {
 }
 
 /// The value of a `resourceFieldRef` for container `default_container`.
-pub fn resource_value(pod: &Pod, default_container: &str, r: &ResourceFieldSelector, src: &EnvSources) -> Result<String> {
+pub fn resource_value(
+    pod: &Pod,
+    default_container: &str,
+    r: &ResourceFieldSelector,
+    src: &EnvSources,
+) -> Result<String> {
     let cname = r.container_name.as_deref().unwrap_or(default_container);
     let spec = pod.spec.clone().unwrap_or_default();
     let c = spec
@@ -144,18 +154,26 @@ pub fn resource_value(pod: &Pod, default_container: &str, r: &ResourceFieldSelec
         .resource
         .split_once('.')
         .ok_or_else(|| AgentError::Config(format!("unsupported resource {:?}", r.resource)))?;
-    let list = if kind == "limits" { &res.limits } else { &res.requests };
+    let list = if kind == "limits" {
+        &res.limits
+    } else {
+        &res.requests
+    };
     let is_cpu = which == "cpu";
     // In milli-units for cpu, units otherwise.
     let amount: i64 = match list.get(which) {
-        Some(q) if is_cpu => q.milli_value().map_err(|e| AgentError::Config(e.to_string()))?,
+        Some(q) if is_cpu => q
+            .milli_value()
+            .map_err(|e| AgentError::Config(e.to_string()))?,
         Some(q) => q.value().map_err(|e| AgentError::Config(e.to_string()))?,
         None if kind == "limits" && is_cpu => i64::try_from(src.node_cpu_millis).unwrap_or(0),
         None if kind == "limits" => i64::try_from(src.node_memory_bytes).unwrap_or(0),
         None => 0,
     };
     let divisor: i64 = match &r.divisor {
-        Some(d) if is_cpu => d.milli_value().map_err(|e| AgentError::Config(e.to_string()))?,
+        Some(d) if is_cpu => d
+            .milli_value()
+            .map_err(|e| AgentError::Config(e.to_string()))?,
         Some(d) => d.value().map_err(|e| AgentError::Config(e.to_string()))?,
         None if is_cpu => 1000,
         None => 1,
@@ -197,16 +215,22 @@ pub fn expand(s: &str, vars: &BTreeMap<String, String>) -> String {
 }
 
 /// The container's environment as `KEY=VALUE`, image env first, in Kubernetes' precedence.
-pub fn resolve(pod: &Pod, c: &Container, image_env: &[String], src: &EnvSources) -> Result<Vec<String>> {
+pub fn resolve(
+    pod: &Pod,
+    c: &Container,
+    image_env: &[String],
+    src: &EnvSources,
+) -> Result<Vec<String>> {
     let ns = pod.metadata.namespace();
     let mut order: Vec<String> = Vec::new();
     let mut vars: BTreeMap<String, String> = BTreeMap::new();
-    let set = |k: String, v: String, order: &mut Vec<String>, vars: &mut BTreeMap<String, String>| {
-        if !vars.contains_key(&k) {
-            order.push(k.clone());
-        }
-        vars.insert(k, v);
-    };
+    let set =
+        |k: String, v: String, order: &mut Vec<String>, vars: &mut BTreeMap<String, String>| {
+            if !vars.contains_key(&k) {
+                order.push(k.clone());
+            }
+            vars.insert(k, v);
+        };
     for kv in image_env {
         if let Some((k, v)) = kv.split_once('=') {
             set(k.into(), v.into(), &mut order, &mut vars);
@@ -219,11 +243,20 @@ pub fn resolve(pod: &Pod, c: &Container, image_env: &[String], src: &EnvSources)
             match src.config_maps.get(&name) {
                 Some(cm) => {
                     for (k, v) in config_map_data(cm) {
-                        set(format!("{prefix}{k}"), String::from_utf8_lossy(&v).into_owned(), &mut order, &mut vars);
+                        set(
+                            format!("{prefix}{k}"),
+                            String::from_utf8_lossy(&v).into_owned(),
+                            &mut order,
+                            &mut vars,
+                        );
                     }
                 }
                 None if r.optional == Some(true) => {}
-                None => return Err(AgentError::Config(format!("configmap \"{name}\" not found"))),
+                None => {
+                    return Err(AgentError::Config(format!(
+                        "configmap \"{name}\" not found"
+                    )))
+                }
             }
         }
         if let Some(r) = &ef.secret_ref {
@@ -231,7 +264,12 @@ pub fn resolve(pod: &Pod, c: &Container, image_env: &[String], src: &EnvSources)
             match src.secrets.get(&name) {
                 Some(s) => {
                     for (k, v) in secret_data(s) {
-                        set(format!("{prefix}{k}"), String::from_utf8_lossy(&v).into_owned(), &mut order, &mut vars);
+                        set(
+                            format!("{prefix}{k}"),
+                            String::from_utf8_lossy(&v).into_owned(),
+                            &mut order,
+                            &mut vars,
+                        );
                     }
                 }
                 None if r.optional == Some(true) => {}
@@ -259,7 +297,11 @@ pub fn resolve(pod: &Pod, c: &Container, image_env: &[String], src: &EnvSources)
                         }
                     },
                     None if k.optional == Some(true) => None,
-                    None => return Err(AgentError::Config(format!("configmap \"{name}\" not found"))),
+                    None => {
+                        return Err(AgentError::Config(format!(
+                            "configmap \"{name}\" not found"
+                        )))
+                    }
                 }
             } else if let Some(k) = &vf.secret_key_ref {
                 let name = k.name.clone().unwrap_or_default();
@@ -341,7 +383,10 @@ mod tests {
         cm.data.insert("color".into(), "blue".into());
         cm.data.insert("size".into(), "xl".into());
         let mut s = Secret::default();
-        s.data.insert("password".into(), base64::engine::general_purpose::STANDARD.encode("hunter2"));
+        s.data.insert(
+            "password".into(),
+            base64::engine::general_purpose::STANDARD.encode("hunter2"),
+        );
         EnvSources {
             config_maps: [("cfg".to_string(), cm)].into(),
             secrets: [("creds".to_string(), s)].into(),
@@ -373,54 +418,119 @@ mod tests {
             ev("NODE", None, field("spec.nodeName")),
             ev("IP", None, field("status.podIP")),
             ev("HOSTIP", None, field("status.hostIP")),
-            ev("MEM", None, Some(EnvVarSource {
-                resource_field_ref: Some(ResourceFieldSelector {
-                    container_name: None,
-                    resource: "limits.memory".into(),
-                    divisor: Some(Quantity::new("1Mi")),
+            ev(
+                "MEM",
+                None,
+                Some(EnvVarSource {
+                    resource_field_ref: Some(ResourceFieldSelector {
+                        container_name: None,
+                        resource: "limits.memory".into(),
+                        divisor: Some(Quantity::new("1Mi")),
+                    }),
+                    ..Default::default()
                 }),
-                ..Default::default()
-            })),
-            ev("CPU", None, Some(EnvVarSource {
-                resource_field_ref: Some(ResourceFieldSelector {
-                    container_name: Some("c".into()),
-                    resource: "requests.cpu".into(),
-                    divisor: Some(Quantity::new("1m")),
+            ),
+            ev(
+                "CPU",
+                None,
+                Some(EnvVarSource {
+                    resource_field_ref: Some(ResourceFieldSelector {
+                        container_name: Some("c".into()),
+                        resource: "requests.cpu".into(),
+                        divisor: Some(Quantity::new("1m")),
+                    }),
+                    ..Default::default()
                 }),
-                ..Default::default()
-            })),
-            ev("CPULIM", None, Some(EnvVarSource {
-                resource_field_ref: Some(ResourceFieldSelector {
-                    container_name: None,
-                    resource: "limits.cpu".into(),
-                    divisor: None,
+            ),
+            ev(
+                "CPULIM",
+                None,
+                Some(EnvVarSource {
+                    resource_field_ref: Some(ResourceFieldSelector {
+                        container_name: None,
+                        resource: "limits.cpu".into(),
+                        divisor: None,
+                    }),
+                    ..Default::default()
                 }),
-                ..Default::default()
-            })),
-            ev("COLOR", None, Some(EnvVarSource {
-                config_map_key_ref: Some(KeySelector { name: Some("cfg".into()), key: "color".into(), optional: None }),
-                ..Default::default()
-            })),
-            ev("PW", None, Some(EnvVarSource {
-                secret_key_ref: Some(KeySelector { name: Some("creds".into()), key: "password".into(), optional: None }),
-                ..Default::default()
-            })),
-            ev("OPT", None, Some(EnvVarSource {
-                config_map_key_ref: Some(KeySelector { name: Some("missing".into()), key: "k".into(), optional: Some(true) }),
-                ..Default::default()
-            })),
+            ),
+            ev(
+                "COLOR",
+                None,
+                Some(EnvVarSource {
+                    config_map_key_ref: Some(KeySelector {
+                        name: Some("cfg".into()),
+                        key: "color".into(),
+                        optional: None,
+                    }),
+                    ..Default::default()
+                }),
+            ),
+            ev(
+                "PW",
+                None,
+                Some(EnvVarSource {
+                    secret_key_ref: Some(KeySelector {
+                        name: Some("creds".into()),
+                        key: "password".into(),
+                        optional: None,
+                    }),
+                    ..Default::default()
+                }),
+            ),
+            ev(
+                "OPT",
+                None,
+                Some(EnvVarSource {
+                    config_map_key_ref: Some(KeySelector {
+                        name: Some("missing".into()),
+                        key: "k".into(),
+                        optional: Some(true),
+                    }),
+                    ..Default::default()
+                }),
+            ),
         ];
         let from = vec![
-            EnvFromSource { prefix: Some("CFG_".into()), config_map_ref: Some(OptionalRef { name: Some("cfg".into()), optional: None }), secret_ref: None },
-            EnvFromSource { prefix: None, config_map_ref: None, secret_ref: Some(OptionalRef { name: Some("creds".into()), optional: None }) },
+            EnvFromSource {
+                prefix: Some("CFG_".into()),
+                config_map_ref: Some(OptionalRef {
+                    name: Some("cfg".into()),
+                    optional: None,
+                }),
+                secret_ref: None,
+            },
+            EnvFromSource {
+                prefix: None,
+                config_map_ref: None,
+                secret_ref: Some(OptionalRef {
+                    name: Some("creds".into()),
+                    optional: None,
+                }),
+            },
         ];
         let p = pod_with(env, from);
         let c = &p.spec.as_ref().unwrap().containers[0];
         let got = resolve(&p, c, &["PATH=/bin".into(), "A=image".into()], &sources()).unwrap();
         let want = [
-            "PATH=/bin", "A=1", "CFG_color=blue", "CFG_size=xl", "password=hunter2",
-            "B=1-x $(A) $(NOPE)", "POD=web", "NS=prod", "UID=u-1", "APP=web", "NODE=n1",
-            "IP=10.1.0.5", "HOSTIP=10.0.0.9", "MEM=64", "CPU=250", "CPULIM=4", "COLOR=blue", "PW=hunter2",
+            "PATH=/bin",
+            "A=1",
+            "CFG_color=blue",
+            "CFG_size=xl",
+            "password=hunter2",
+            "B=1-x $(A) $(NOPE)",
+            "POD=web",
+            "NS=prod",
+            "UID=u-1",
+            "APP=web",
+            "NODE=n1",
+            "IP=10.1.0.5",
+            "HOSTIP=10.0.0.9",
+            "MEM=64",
+            "CPU=250",
+            "CPULIM=4",
+            "COLOR=blue",
+            "PW=hunter2",
         ];
         assert_eq!(got, want);
     }
@@ -428,19 +538,55 @@ mod tests {
     #[test]
     fn missing_references_are_config_errors() {
         let cases = vec![
-            (ev("X", None, Some(EnvVarSource {
-                config_map_key_ref: Some(KeySelector { name: Some("nope".into()), key: "k".into(), optional: None }),
-                ..Default::default()
-            })), "configmap \"nope\" not found"),
-            (ev("X", None, Some(EnvVarSource {
-                config_map_key_ref: Some(KeySelector { name: Some("cfg".into()), key: "k".into(), optional: None }),
-                ..Default::default()
-            })), "couldn't find key k in ConfigMap prod/cfg"),
-            (ev("X", None, Some(EnvVarSource {
-                secret_key_ref: Some(KeySelector { name: Some("nope".into()), key: "k".into(), optional: None }),
-                ..Default::default()
-            })), "secret \"nope\" not found"),
-            (ev("X", None, field("spec.bogus")), "unsupported fieldRef path \"spec.bogus\""),
+            (
+                ev(
+                    "X",
+                    None,
+                    Some(EnvVarSource {
+                        config_map_key_ref: Some(KeySelector {
+                            name: Some("nope".into()),
+                            key: "k".into(),
+                            optional: None,
+                        }),
+                        ..Default::default()
+                    }),
+                ),
+                "configmap \"nope\" not found",
+            ),
+            (
+                ev(
+                    "X",
+                    None,
+                    Some(EnvVarSource {
+                        config_map_key_ref: Some(KeySelector {
+                            name: Some("cfg".into()),
+                            key: "k".into(),
+                            optional: None,
+                        }),
+                        ..Default::default()
+                    }),
+                ),
+                "couldn't find key k in ConfigMap prod/cfg",
+            ),
+            (
+                ev(
+                    "X",
+                    None,
+                    Some(EnvVarSource {
+                        secret_key_ref: Some(KeySelector {
+                            name: Some("nope".into()),
+                            key: "k".into(),
+                            optional: None,
+                        }),
+                        ..Default::default()
+                    }),
+                ),
+                "secret \"nope\" not found",
+            ),
+            (
+                ev("X", None, field("spec.bogus")),
+                "unsupported fieldRef path \"spec.bogus\"",
+            ),
         ];
         for (e, want) in cases {
             let p = pod_with(vec![e], vec![]);
@@ -453,11 +599,26 @@ mod tests {
     #[test]
     fn references_collects_env_and_volumes() {
         let p = pod_with(
-            vec![ev("C", None, Some(EnvVarSource {
-                config_map_key_ref: Some(KeySelector { name: Some("a".into()), key: "k".into(), optional: None }),
-                ..Default::default()
-            }))],
-            vec![EnvFromSource { prefix: None, config_map_ref: None, secret_ref: Some(OptionalRef { name: Some("s".into()), optional: None }) }],
+            vec![ev(
+                "C",
+                None,
+                Some(EnvVarSource {
+                    config_map_key_ref: Some(KeySelector {
+                        name: Some("a".into()),
+                        key: "k".into(),
+                        optional: None,
+                    }),
+                    ..Default::default()
+                }),
+            )],
+            vec![EnvFromSource {
+                prefix: None,
+                config_map_ref: None,
+                secret_ref: Some(OptionalRef {
+                    name: Some("s".into()),
+                    optional: None,
+                }),
+            }],
         );
         let (c, s) = references(&p);
         assert!(c.contains("a"));

@@ -25,7 +25,10 @@ pub async fn run(ctx: Arc<Ctx>) {
     let mut t = tokio::time::interval(Duration::from_secs(2));
     loop {
         t.tick().await;
-        let avail = meminfo_field(&std::fs::read_to_string("/proc/meminfo").unwrap_or_default(), "MemAvailable");
+        let avail = meminfo_field(
+            &std::fs::read_to_string("/proc/meminfo").unwrap_or_default(),
+            "MemAvailable",
+        );
         let Some(avail) = avail else { continue };
         if avail >= ctx.cfg.eviction_memory_available {
             continue;

@@ -18,7 +18,12 @@ pub struct HollowAgent {
 }
 
 /// Start one hollow agent for `node_name` against `server`.
-pub fn start(server: &str, node_name: &str, data_dir: &Path, adjust: impl FnOnce(&mut AgentConfig)) -> Result<HollowAgent> {
+pub fn start(
+    server: &str,
+    node_name: &str,
+    data_dir: &Path,
+    adjust: impl FnOnce(&mut AgentConfig),
+) -> Result<HollowAgent> {
     let mut cfg = AgentConfig::new(server, node_name, data_dir.join(node_name));
     cfg.hollow = true;
     cfg.node_ip = Some("10.244.0.1".into());
@@ -33,7 +38,12 @@ pub fn start(server: &str, node_name: &str, data_dir: &Path, adjust: impl FnOnce
 }
 
 /// Start `n` hollow agents named `<prefix>-<i>`.
-pub fn start_many(server: &str, prefix: &str, n: usize, data_dir: &Path) -> Result<Vec<HollowAgent>> {
+pub fn start_many(
+    server: &str,
+    prefix: &str,
+    n: usize,
+    data_dir: &Path,
+) -> Result<Vec<HollowAgent>> {
     (0..n)
         .map(|i| start(server, &format!("{prefix}-{i}"), data_dir, |_| {}))
         .collect()

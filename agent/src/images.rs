@@ -50,13 +50,18 @@ impl Images for DirImages {
     fn ensure(&self, image: &str) -> Result<ImageInfo> {
         let path = if let Some(p) = image.strip_prefix("dir://") {
             PathBuf::from(p)
-        } else if let Some(p) = self.dirs.get(image).or_else(|| self.dirs.get(normalize(image))) {
+        } else if let Some(p) = self
+            .dirs
+            .get(image)
+            .or_else(|| self.dirs.get(normalize(image)))
+        {
             p.clone()
         } else {
             return Err(AgentError::Image {
                 image: image.into(),
-                message: "unknown image (no --image-dir for it, and kapsel-image is not wired in yet)"
-                    .into(),
+                message:
+                    "unknown image (no --image-dir for it, and kapsel-image is not wired in yet)"
+                        .into(),
             });
         };
         if !path.is_dir() {
@@ -97,10 +102,19 @@ mod tests {
         let mut m = BTreeMap::new();
         m.insert("busybox".to_string(), d.path().to_path_buf());
         let imgs = DirImages::new(m);
-        assert_eq!(imgs.ensure("busybox:latest").unwrap().lower_dirs[0], d.path());
-        assert_eq!(imgs.ensure("docker.io/library/busybox").unwrap().lower_dirs[0], d.path());
+        assert_eq!(
+            imgs.ensure("busybox:latest").unwrap().lower_dirs[0],
+            d.path()
+        );
+        assert_eq!(
+            imgs.ensure("docker.io/library/busybox").unwrap().lower_dirs[0],
+            d.path()
+        );
         let url = format!("dir://{}", d.path().display());
         assert_eq!(imgs.ensure(&url).unwrap().lower_dirs[0], d.path());
-        assert!(matches!(imgs.ensure("nginx"), Err(AgentError::Image { .. })));
+        assert!(matches!(
+            imgs.ensure("nginx"),
+            Err(AgentError::Image { .. })
+        ));
     }
 }

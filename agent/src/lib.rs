@@ -47,7 +47,12 @@ pub struct Agent {
 }
 
 impl Agent {
-    pub fn new(cfg: AgentConfig, cp: Arc<dyn ControlPlane>, rt: Arc<dyn Runtime>, images: Arc<dyn Images>) -> Result<Self> {
+    pub fn new(
+        cfg: AgentConfig,
+        cp: Arc<dyn ControlPlane>,
+        rt: Arc<dyn Runtime>,
+        images: Arc<dyn Images>,
+    ) -> Result<Self> {
         cfg.validate()?;
         let host_ip = cfg.node_ip.clone().unwrap_or_else(node::detect_node_ip);
         std::fs::create_dir_all(&cfg.data_dir).map_err(|e| AgentError::Io {
@@ -71,7 +76,11 @@ impl Agent {
     }
 
     /// An agent talking gRPC to `cfg.server`.
-    pub fn connect(cfg: AgentConfig, rt: Arc<dyn Runtime>, images: Arc<dyn Images>) -> Result<Self> {
+    pub fn connect(
+        cfg: AgentConfig,
+        rt: Arc<dyn Runtime>,
+        images: Arc<dyn Images>,
+    ) -> Result<Self> {
         let cp = GrpcControlPlane::new(&cfg.server, cfg.token.as_deref())?;
         Self::new(cfg, Arc::new(cp), rt, images)
     }
@@ -85,7 +94,11 @@ impl Agent {
         let ctx = self.ctx;
         let mgr = sync::PodManager::new(ctx.clone()).await?;
         let mut tasks = tokio::task::JoinSet::new();
-        tasks.spawn(node::run_heartbeat(ctx.cfg.clone(), ctx.cp.clone(), ctx.health.clone()));
+        tasks.spawn(node::run_heartbeat(
+            ctx.cfg.clone(),
+            ctx.cp.clone(),
+            ctx.health.clone(),
+        ));
         tasks.spawn(ctx.pumps.clone().run(Duration::from_millis(200)));
         let logsvc: Arc<dyn control::LogServer> = Arc::new(logserver::LogService::new(
             ctx.log_root(),
@@ -109,10 +122,8 @@ impl Agent {
         }
         tasks.spawn(mgr.run());
         // The tasks loop forever; if one ends, something is badly wrong.
-        if let Some(r) = tasks.join_next().await {
-            if let Err(e) = r {
-                return Err(AgentError::Control(format!("agent task failed: {e}")));
-            }
+        if let Some(Err(e)) = tasks.join_next().await {
+            return Err(AgentError::Control(format!("agent task failed: {e}")));
         }
         Ok(())
     }

@@ -84,7 +84,9 @@ impl LogPump {
         let mut moved = false;
         for (i, stream) in STREAMS.iter().enumerate() {
             let raw = raw_path(&self.dir, self.attempt, stream);
-            let Ok(mut f) = std::fs::File::open(&raw) else { continue };
+            let Ok(mut f) = std::fs::File::open(&raw) else {
+                continue;
+            };
             let len = f.metadata()?.len();
             if len < self.offsets[i] {
                 self.offsets[i] = 0; // truncated under us
@@ -220,7 +222,10 @@ pub fn render(line: &[u8], o: &ReadOptions) -> Option<Vec<u8>> {
     }
     let mut out = Vec::with_capacity(text.len() + 40);
     if o.timestamps {
-        out.extend_from_slice(ts.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true).as_bytes());
+        out.extend_from_slice(
+            ts.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+                .as_bytes(),
+        );
         out.push(b' ');
     }
     out.extend_from_slice(text);
@@ -272,7 +277,9 @@ pub fn read_all(dir: &Path, attempt: u32, max_files: u32, o: &ReadOptions) -> (V
 /// New complete lines of the current file after `offset`; a shrunk file (rotated) restarts at 0.
 pub fn read_from(dir: &Path, attempt: u32, offset: &mut u64, o: &ReadOptions) -> Vec<u8> {
     let p = log_path(dir, attempt);
-    let Ok(mut f) = std::fs::File::open(&p) else { return Vec::new() };
+    let Ok(mut f) = std::fs::File::open(&p) else {
+        return Vec::new();
+    };
     let len = f.metadata().map_or(0, |m| m.len());
     if len < *offset {
         *offset = 0;
@@ -284,7 +291,9 @@ pub fn read_from(dir: &Path, attempt: u32, offset: &mut u64, o: &ReadOptions) ->
     if f.take(len - *offset).read_to_end(&mut buf).is_err() {
         return Vec::new();
     }
-    let Some(end) = buf.iter().rposition(|b| *b == b'\n') else { return Vec::new() };
+    let Some(end) = buf.iter().rposition(|b| *b == b'\n') else {
+        return Vec::new();
+    };
     *offset += end as u64 + 1;
     let mut out = Vec::new();
     for l in buf[..end].split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
@@ -325,7 +334,15 @@ mod tests {
         write_raw(dir, "stdout", "ial\n");
         let mut p2 = LogPump::new(dir.to_path_buf(), 0, 1 << 20, 3);
         p2.pump(false).unwrap();
-        let (out, _) = read_all(dir, 0, 3, &ReadOptions { timestamps: true, ..Default::default() });
+        let (out, _) = read_all(
+            dir,
+            0,
+            3,
+            &ReadOptions {
+                timestamps: true,
+                ..Default::default()
+            },
+        );
         let s = String::from_utf8(out).unwrap();
         assert_eq!(s.matches("one").count(), 1);
         assert!(s.contains("partial\n"));
@@ -347,7 +364,15 @@ mod tests {
         for f in files(dir, 0, 3) {
             assert!(std::fs::metadata(&f).unwrap().len() <= 1024);
         }
-        let (out, _) = read_all(dir, 0, 3, &ReadOptions { tail_lines: Some(2), ..Default::default() });
+        let (out, _) = read_all(
+            dir,
+            0,
+            3,
+            &ReadOptions {
+                tail_lines: Some(2),
+                ..Default::default()
+            },
+        );
         assert_eq!(String::from_utf8(out).unwrap(), "line 0198\nline 0199\n");
         // The raw file was truncated once it grew past the limit.
         assert!(std::fs::metadata(raw_path(dir, 0, "stdout")).unwrap().len() <= 1024);

@@ -51,7 +51,11 @@ fn data(id: u64, b: Vec<u8>) -> LogData {
 }
 
 /// Which instance to read: (log dir, attempt, follow-able).
-fn locate(index: &PodIndex, root: &std::path::Path, req: &LogRequest) -> Result<(std::path::PathBuf, u32, bool, String), (u32, String)> {
+fn locate(
+    index: &PodIndex,
+    root: &std::path::Path,
+    req: &LogRequest,
+) -> Result<(std::path::PathBuf, u32, bool, String), (u32, String)> {
     let idx = crate::lock(index);
     let info = idx
         .get(&(req.namespace.clone(), req.pod.clone()))
@@ -72,17 +76,32 @@ fn locate(index: &PodIndex, root: &std::path::Path, req: &LogRequest) -> Result<
     } else if info.containers.contains(&req.container) {
         req.container.clone()
     } else {
-        return Err((400, format!("container {} is not valid for pod {}", req.container, req.pod)));
+        return Err((
+            400,
+            format!(
+                "container {} is not valid for pod {}",
+                req.container, req.pod
+            ),
+        ));
     };
     let (attempt, running) = *info.latest.get(&container).ok_or_else(|| {
-        (400, format!("container \"{container}\" in pod \"{}\" is waiting to start", req.pod))
+        (
+            400,
+            format!(
+                "container \"{container}\" in pod \"{}\" is waiting to start",
+                req.pod
+            ),
+        )
     })?;
     let dir = logs::container_log_dir(root, &req.namespace, &req.pod, &info.uid, &container);
     if req.previous {
         if attempt == 0 {
             return Err((
                 400,
-                format!("previous terminated container \"{container}\" in pod \"{}\" not found", req.pod),
+                format!(
+                    "previous terminated container \"{container}\" in pod \"{}\" not found",
+                    req.pod
+                ),
             ));
         }
         return Ok((dir, attempt - 1, false, container));
@@ -114,9 +133,9 @@ impl LogServer for LogService {
             };
             let o = ReadOptions {
                 tail_lines: req.tail(),
-                since: req
-                    .since()
-                    .map(|s| chrono::Utc::now() - chrono::Duration::seconds(i64::try_from(s).unwrap_or(0))),
+                since: req.since().map(|s| {
+                    chrono::Utc::now() - chrono::Duration::seconds(i64::try_from(s).unwrap_or(0))
+                }),
                 timestamps: req.timestamps,
                 limit_bytes: req.limit(),
             };
@@ -126,9 +145,10 @@ impl LogServer for LogService {
             }
             let d2 = dir.clone();
             let o2 = o.clone();
-            let (first, mut offset) = tokio::task::spawn_blocking(move || logs::read_all(&d2, attempt, max_files, &o2))
-                .await
-                .unwrap_or_default();
+            let (first, mut offset) =
+                tokio::task::spawn_blocking(move || logs::read_all(&d2, attempt, max_files, &o2))
+                    .await
+                    .unwrap_or_default();
             let mut sent = first.len() as u64;
             for chunk in first.chunks(64 * 1024) {
                 if out.send(data(id, chunk.to_vec())).await.is_err() {
@@ -139,7 +159,15 @@ impl LogServer for LogService {
                 let mut was_running = true;
                 loop {
                     tokio::time::sleep(Duration::from_millis(200)).await;
-                    let more = logs::read_from(&dir, attempt, &mut offset, &ReadOptions { tail_lines: None, ..o.clone() });
+                    let more = logs::read_from(
+                        &dir,
+                        attempt,
+                        &mut offset,
+                        &ReadOptions {
+                            tail_lines: None,
+                            ..o.clone()
+                        },
+                    );
                     if !more.is_empty() {
                         sent += more.len() as u64;
                         if out.send(data(id, more)).await.is_err() {

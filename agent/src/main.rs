@@ -89,7 +89,11 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let a = Args::parse();
-    let mut cfg = AgentConfig::new(a.server.clone(), a.node_name.clone().unwrap_or_else(hostname), a.data_dir.clone());
+    let mut cfg = AgentConfig::new(
+        a.server.clone(),
+        a.node_name.clone().unwrap_or_else(hostname),
+        a.data_dir.clone(),
+    );
     cfg.token = a.token.clone();
     cfg.node_labels = parse_labels(&a.node_labels)?;
     cfg.register_with_taints = parse_taints(&a.register_with_taints)?;

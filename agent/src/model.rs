@@ -114,7 +114,11 @@ impl Instance {
 }
 
 /// The newest and the previous instance of container `name`.
-pub fn latest<'a>(instances: &'a [Instance], name: &str, init: bool) -> (Option<&'a Instance>, Option<&'a Instance>) {
+pub fn latest<'a>(
+    instances: &'a [Instance],
+    name: &str,
+    init: bool,
+) -> (Option<&'a Instance>, Option<&'a Instance>) {
     let mut v: Vec<&Instance> = instances
         .iter()
         .filter(|i| i.name == name && i.init == init)
@@ -209,7 +213,9 @@ pub fn should_restart(policy: &str, init: bool, code: i32) -> bool {
 }
 
 pub fn init_containers(pod: &Pod) -> &[Container] {
-    pod.spec.as_ref().map_or(&[], |s| s.init_containers.as_slice())
+    pod.spec
+        .as_ref()
+        .map_or(&[], |s| s.init_containers.as_slice())
 }
 
 pub fn app_containers(pod: &Pod) -> &[Container] {
@@ -221,14 +227,21 @@ pub fn grace_period(pod: &Pod) -> Duration {
     let s = pod
         .metadata
         .deletion_grace_period_seconds
-        .or_else(|| pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds))
+        .or_else(|| {
+            pod.spec
+                .as_ref()
+                .and_then(|s| s.termination_grace_period_seconds)
+        })
         .unwrap_or(30);
     Duration::from_secs(u64::try_from(s).unwrap_or(0))
 }
 
 /// Kubernetes' QoS class.
 pub fn qos_class(pod: &Pod) -> &'static str {
-    let all: Vec<&Container> = init_containers(pod).iter().chain(app_containers(pod)).collect();
+    let all: Vec<&Container> = init_containers(pod)
+        .iter()
+        .chain(app_containers(pod))
+        .collect();
     let mut any = false;
     let mut guaranteed = true;
     for c in &all {

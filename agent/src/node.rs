@@ -103,11 +103,19 @@ impl MachineInfo {
         }
         let avail = meminfo_field(&mi, "MemAvailable").unwrap_or(mem);
         let (disk_bytes, disk_avail) = disk(data_dir);
-        let pids_max = read("/proc/sys/kernel/pid_max").trim().parse().unwrap_or(32768);
+        let pids_max = read("/proc/sys/kernel/pid_max")
+            .trim()
+            .parse()
+            .unwrap_or(32768);
         let pids_used = std::fs::read_dir("/proc")
             .map(|d| {
                 d.filter_map(|e| e.ok())
-                    .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+                    .filter(|e| {
+                        e.file_name()
+                            .to_string_lossy()
+                            .bytes()
+                            .all(|b| b.is_ascii_digit())
+                    })
                     .count() as u64
             })
             .unwrap_or(0);
@@ -149,8 +157,8 @@ fn cond(type_: &str, status: bool, reason: &str, message: &str, now: &Time) -> C
     Condition {
         type_: type_.into(),
         status: if status { "True" } else { "False" }.into(),
-        last_heartbeat_time: Some(now.clone()),
-        last_transition_time: Some(now.clone()),
+        last_heartbeat_time: Some(*now),
+        last_transition_time: Some(*now),
         reason: Some(reason.into()),
         message: Some(message.into()),
         ..Default::default()
@@ -160,8 +168,11 @@ fn cond(type_: &str, status: bool, reason: &str, message: &str, now: &Time) -> C
 /// Keep `lastTransitionTime` of conditions whose status did not change.
 pub fn carry_transitions(new: &mut [Condition], old: &[Condition]) {
     for c in new.iter_mut() {
-        if let Some(o) = old.iter().find(|o| o.type_ == c.type_ && o.status == c.status) {
-            c.last_transition_time = o.last_transition_time.clone();
+        if let Some(o) = old
+            .iter()
+            .find(|o| o.type_ == c.type_ && o.status == c.status)
+        {
+            c.last_transition_time = o.last_transition_time;
         }
     }
 }
@@ -192,25 +203,55 @@ pub fn node_status(cfg: &AgentConfig, m: &MachineInfo, node_ip: &str, now: &Time
         cond(
             "MemoryPressure",
             mem_pressure,
-            if mem_pressure { "KubeletHasInsufficientMemory" } else { "KubeletHasSufficientMemory" },
-            if mem_pressure { "agent has insufficient memory available" } else { "agent has sufficient memory available" },
+            if mem_pressure {
+                "KubeletHasInsufficientMemory"
+            } else {
+                "KubeletHasSufficientMemory"
+            },
+            if mem_pressure {
+                "agent has insufficient memory available"
+            } else {
+                "agent has sufficient memory available"
+            },
             now,
         ),
         cond(
             "DiskPressure",
             disk_pressure,
-            if disk_pressure { "KubeletHasDiskPressure" } else { "KubeletHasNoDiskPressure" },
-            if disk_pressure { "agent has disk pressure" } else { "agent has no disk pressure" },
+            if disk_pressure {
+                "KubeletHasDiskPressure"
+            } else {
+                "KubeletHasNoDiskPressure"
+            },
+            if disk_pressure {
+                "agent has disk pressure"
+            } else {
+                "agent has no disk pressure"
+            },
             now,
         ),
         cond(
             "PIDPressure",
             pid_pressure,
-            if pid_pressure { "KubeletHasInsufficientPID" } else { "KubeletHasSufficientPID" },
-            if pid_pressure { "agent has insufficient PID available" } else { "agent has sufficient PID available" },
+            if pid_pressure {
+                "KubeletHasInsufficientPID"
+            } else {
+                "KubeletHasSufficientPID"
+            },
+            if pid_pressure {
+                "agent has insufficient PID available"
+            } else {
+                "agent has sufficient PID available"
+            },
             now,
         ),
-        cond("Ready", true, "KubeletReady", "agent is posting ready status", now),
+        cond(
+            "Ready",
+            true,
+            "KubeletReady",
+            "agent is posting ready status",
+            now,
+        ),
     ];
     NodeStatus {
         capacity,
@@ -259,7 +300,10 @@ pub fn node_object(cfg: &AgentConfig, m: &MachineInfo, node_ip: &str, now: &Time
         labels.insert(k.clone(), v.clone());
     }
     let mut annotations = BTreeMap::new();
-    annotations.insert("kapsel.io/cgroup-mode".to_string(), m.cgroup_mode.to_string());
+    annotations.insert(
+        "kapsel.io/cgroup-mode".to_string(),
+        m.cgroup_mode.to_string(),
+    );
     if cfg.hollow {
         annotations.insert("kapsel.io/hollow".to_string(), "true".to_string());
     }
@@ -289,7 +333,11 @@ pub struct NodeHealth {
 
 /// Register (retrying until it works), then renew the lease every `lease_renew_interval` and
 /// post status every `status_update_interval`, until the task is dropped.
-pub async fn run_heartbeat(cfg: Arc<AgentConfig>, cp: Arc<dyn ControlPlane>, health: Arc<NodeHealth>) {
+pub async fn run_heartbeat(
+    cfg: Arc<AgentConfig>,
+    cp: Arc<dyn ControlPlane>,
+    health: Arc<NodeHealth>,
+) {
     let node_ip = cfg.node_ip.clone().unwrap_or_else(detect_node_ip);
     let probe = |cfg: &AgentConfig| {
         let d = cfg.data_dir.clone();
@@ -397,10 +445,19 @@ mod tests {
         assert_eq!(st.capacity["memory"].as_str(), "8Gi");
         assert_eq!(st.allocatable["memory"].as_str(), "7Gi");
         assert_eq!(st.capacity["pods"].as_str(), "110");
-        let types: Vec<_> = st.conditions.iter().map(|c| (c.type_.as_str(), c.status.as_str())).collect();
+        let types: Vec<_> = st
+            .conditions
+            .iter()
+            .map(|c| (c.type_.as_str(), c.status.as_str()))
+            .collect();
         assert_eq!(
             types,
-            vec![("MemoryPressure", "False"), ("DiskPressure", "False"), ("PIDPressure", "False"), ("Ready", "True")]
+            vec![
+                ("MemoryPressure", "False"),
+                ("DiskPressure", "False"),
+                ("PIDPressure", "False"),
+                ("Ready", "True")
+            ]
         );
         let info = st.node_info.unwrap();
         assert!(info.container_runtime_version.contains("cgroup v1"));

@@ -37,7 +37,12 @@ fn open_ns(pid: i32, ns: &str) -> std::io::Result<OwnedFd> {
 
 /// Run `cmd` inside the namespaces of `pid` (mount, pid, net, ipc, uts) with `env`; the exit
 /// code, or an error.
-pub async fn exec_in(pid: i32, cmd: &[String], env: &[String], timeout: Duration) -> Result<i32, String> {
+pub async fn exec_in(
+    pid: i32,
+    cmd: &[String],
+    env: &[String],
+    timeout: Duration,
+) -> Result<i32, String> {
     let (prog, args) = cmd.split_first().ok_or("exec: empty command")?;
     let mut fds = Vec::new();
     for ns in ["ipc", "uts", "net", "pid", "mnt"] {
@@ -82,7 +87,12 @@ pub async fn exec_in(pid: i32, cmd: &[String], env: &[String], timeout: Duration
 
 /// Connect to `port` on loopback inside the network namespace of `pid` (the pod's), or to
 /// `host` from the node when one is given.
-pub async fn connect(pid: i32, host: Option<&str>, port: u16, timeout: Duration) -> Result<tokio::net::TcpStream, String> {
+pub async fn connect(
+    pid: i32,
+    host: Option<&str>,
+    port: u16,
+    timeout: Duration,
+) -> Result<tokio::net::TcpStream, String> {
     if let Some(h) = host.filter(|h| !h.is_empty()) {
         let fut = tokio::net::TcpStream::connect((h.to_string(), port));
         return tokio::time::timeout(timeout, fut)
@@ -108,7 +118,9 @@ pub async fn connect(pid: i32, host: Option<&str>, port: u16, timeout: Duration)
     })
     .await
     .map_err(|e| e.to_string())??;
-    std_stream.set_nonblocking(true).map_err(|e| e.to_string())?;
+    std_stream
+        .set_nonblocking(true)
+        .map_err(|e| e.to_string())?;
     tokio::net::TcpStream::from_std(std_stream).map_err(|e| e.to_string())
 }
 
@@ -132,7 +144,11 @@ pub fn resolve_port(c: &Container, p: &IntOrString) -> Result<u16, String> {
 /// The request a httpGet probe sends (pure).
 pub fn http_request(h: &HttpGetAction, host: &str, port: u16) -> String {
     let path = h.path.as_deref().filter(|p| !p.is_empty()).unwrap_or("/");
-    let path = if path.starts_with('/') { path.to_string() } else { format!("/{path}") };
+    let path = if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("/{path}")
+    };
     let mut req = format!("GET {path} HTTP/1.1\r\n");
     let mut has_host = false;
     let mut has_ua = false;
@@ -170,7 +186,10 @@ pub fn status_code(head: &[u8]) -> Option<u16> {
 }
 
 async fn http_get(c: &Container, t: &Target, h: &HttpGetAction, timeout: Duration) -> Outcome {
-    if h.scheme.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("HTTPS")) {
+    if h.scheme
+        .as_deref()
+        .is_some_and(|s| s.eq_ignore_ascii_case("HTTPS"))
+    {
         return Outcome::Failure("httpGet: HTTPS probes are not supported yet".into());
     }
     let port = match resolve_port(c, &h.port) {
@@ -196,7 +215,9 @@ async fn http_get(c: &Container, t: &Target, h: &HttpGetAction, timeout: Duratio
         status_code(&buf[..n]).ok_or_else(|| "malformed HTTP response".to_string())
     };
     match tokio::time::timeout(timeout, fut).await {
-        Err(_) => Outcome::Failure(format!("Get \"http://127.0.0.1:{port}\": context deadline exceeded")),
+        Err(_) => Outcome::Failure(format!(
+            "Get \"http://127.0.0.1:{port}\": context deadline exceeded"
+        )),
         Ok(Err(e)) => Outcome::Failure(e),
         Ok(Ok(code)) if (200..400).contains(&code) => Outcome::Success,
         Ok(Ok(code)) => Outcome::Failure(format!("HTTP probe failed with statuscode: {code}")),
@@ -279,7 +300,14 @@ enum Kind {
 
 /// Run probe `p` until it decides. Startup: returns when it passed (true) or failed (false).
 /// Liveness: returns false when it failed. Readiness never returns.
-async fn probe_loop(kind: Kind, c: &Container, t: &Target, p: &Probe, id: &ContainerId, res: &ProbeResults) -> bool {
+async fn probe_loop(
+    kind: Kind,
+    c: &Container,
+    t: &Target,
+    p: &Probe,
+    id: &ContainerId,
+    res: &ProbeResults,
+) -> bool {
     tokio::time::sleep(secs(p.initial_delay_seconds, 0)).await;
     let period = secs(p.period_seconds, 10).max(Duration::from_millis(100));
     let timeout = secs(p.timeout_seconds, 1).max(Duration::from_millis(100));
@@ -293,7 +321,15 @@ async fn probe_loop(kind: Kind, c: &Container, t: &Target, p: &Probe, id: &Conta
         let out = if t.pid <= 0 && kind == Kind::Readiness && t.hollow_never_ready {
             Outcome::Failure("hollow: never ready".into())
         } else {
-            run_handler(c, t, p.exec.as_ref(), p.http_get.as_ref(), p.tcp_socket.as_ref(), timeout).await
+            run_handler(
+                c,
+                t,
+                p.exec.as_ref(),
+                p.http_get.as_ref(),
+                p.tcp_socket.as_ref(),
+                timeout,
+            )
+            .await
         };
         match out {
             Outcome::Success => {
@@ -380,7 +416,10 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(resolve_port(&c, &IntOrString::Int(80)), Ok(80));
-        assert_eq!(resolve_port(&c, &IntOrString::String("http".into())), Ok(8080));
+        assert_eq!(
+            resolve_port(&c, &IntOrString::String("http".into())),
+            Ok(8080)
+        );
         assert!(resolve_port(&c, &IntOrString::String("nope".into())).is_err());
     }
 
@@ -410,16 +449,26 @@ mod tests {
         let port = l.local_addr().unwrap().port();
         tokio::spawn(async move {
             loop {
-                let Ok((mut s, _)) = l.accept().await else { return };
+                let Ok((mut s, _)) = l.accept().await else {
+                    return;
+                };
                 let mut b = [0u8; 512];
                 let n = s.read(&mut b).await.unwrap_or(0);
                 let ok = String::from_utf8_lossy(&b[..n]).starts_with("GET /ok");
-                let resp: &[u8] = if ok { b"HTTP/1.1 200 OK\r\n\r\n" } else { b"HTTP/1.1 500 Oops\r\n\r\n" };
+                let resp: &[u8] = if ok {
+                    b"HTTP/1.1 200 OK\r\n\r\n"
+                } else {
+                    b"HTTP/1.1 500 Oops\r\n\r\n"
+                };
                 let _ = s.write_all(resp).await;
             }
         });
         let c = Container::default();
-        let t = Target { pid: std::process::id() as i32, env: vec![], hollow_never_ready: false };
+        let t = Target {
+            pid: std::process::id() as i32,
+            env: vec![],
+            hollow_never_ready: false,
+        };
         let host = Some("127.0.0.1".to_string());
         let mk = |path: &str| HttpGetAction {
             path: Some(path.into()),
@@ -428,11 +477,28 @@ mod tests {
             ..Default::default()
         };
         let to = Duration::from_secs(2);
-        assert_eq!(run_handler(&c, &t, None, Some(&mk("/ok")), None, to).await, Outcome::Success);
-        assert!(matches!(run_handler(&c, &t, None, Some(&mk("/bad")), None, to).await, Outcome::Failure(m) if m.contains("500")));
-        let tcp_ok = TcpSocketAction { port: IntOrString::Int(i32::from(port)), host: host.clone() };
-        assert_eq!(run_handler(&c, &t, None, None, Some(&tcp_ok), to).await, Outcome::Success);
-        let tcp_bad = TcpSocketAction { port: IntOrString::Int(1), host };
-        assert!(matches!(run_handler(&c, &t, None, None, Some(&tcp_bad), to).await, Outcome::Failure(_)));
+        assert_eq!(
+            run_handler(&c, &t, None, Some(&mk("/ok")), None, to).await,
+            Outcome::Success
+        );
+        assert!(
+            matches!(run_handler(&c, &t, None, Some(&mk("/bad")), None, to).await, Outcome::Failure(m) if m.contains("500"))
+        );
+        let tcp_ok = TcpSocketAction {
+            port: IntOrString::Int(i32::from(port)),
+            host: host.clone(),
+        };
+        assert_eq!(
+            run_handler(&c, &t, None, None, Some(&tcp_ok), to).await,
+            Outcome::Success
+        );
+        let tcp_bad = TcpSocketAction {
+            port: IntOrString::Int(1),
+            host,
+        };
+        assert!(matches!(
+            run_handler(&c, &t, None, None, Some(&tcp_bad), to).await,
+            Outcome::Failure(_)
+        ));
     }
 }

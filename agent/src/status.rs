@@ -11,7 +11,8 @@ use crate::model::{
 };
 
 fn time_ms(ms: u64) -> Time {
-    let t = chrono::DateTime::from_timestamp_millis(i64::try_from(ms).unwrap_or(0)).unwrap_or_default();
+    let t =
+        chrono::DateTime::from_timestamp_millis(i64::try_from(ms).unwrap_or(0)).unwrap_or_default();
     Time(chrono::SubsecRound::trunc_subsecs(t, 0))
 }
 
@@ -52,7 +53,15 @@ fn waiting(reason: &str, message: Option<String>) -> ContainerState {
 }
 
 /// The status of one container; `blocked`: an earlier init container has not finished.
-fn container_status(pod: &Pod, c: &Container, init: bool, instances: &[Instance], memo: &PodMemo, blocked: bool, now_ms: u64) -> ContainerStatus {
+fn container_status(
+    pod: &Pod,
+    c: &Container,
+    init: bool,
+    instances: &[Instance],
+    memo: &PodMemo,
+    blocked: bool,
+    now_ms: u64,
+) -> ContainerStatus {
     let (last, prev) = latest(instances, &c.name, init);
     let cm = memo.get(init, &c.name);
     let err = cm.and_then(|m| m.error.clone());
@@ -101,7 +110,8 @@ fn container_status(pod: &Pod, c: &Container, init: bool, instances: &[Instance]
                         let (reason, msg) = match err {
                             Some(e) => (e.reason, e.message),
                             None => {
-                                let delay = cm.and_then(|m| m.backoff.current()).unwrap_or_default();
+                                let delay =
+                                    cm.and_then(|m| m.backoff.current()).unwrap_or_default();
                                 (
                                     "CrashLoopBackOff".to_string(),
                                     format!(
@@ -138,7 +148,13 @@ fn condition(type_: &str, ok: bool, reason: Option<&str>) -> Condition {
 }
 
 /// The pod's status. `old` supplies `startTime` and condition transition times.
-pub fn pod_status(pod: &Pod, instances: &[Instance], memo: &PodMemo, host_ip: &str, now_ms: u64) -> PodStatus {
+pub fn pod_status(
+    pod: &Pod,
+    instances: &[Instance],
+    memo: &PodMemo,
+    host_ip: &str,
+    now_ms: u64,
+) -> PodStatus {
     let old = pod.status.clone().unwrap_or_default();
     let policy = restart_policy(pod);
 
@@ -181,7 +197,11 @@ pub fn pod_status(pod: &Pod, instances: &[Instance], memo: &PodMemo, host_ip: &s
             } else {
                 failed += 1;
             }
-        } else if st.last_state.as_ref().is_some_and(|l| l.terminated.is_some()) {
+        } else if st
+            .last_state
+            .as_ref()
+            .is_some_and(|l| l.terminated.is_some())
+        {
             stopped += 1;
         } else {
             waiting += 1;
@@ -220,7 +240,11 @@ pub fn pod_status(pod: &Pod, instances: &[Instance], memo: &PodMemo, host_ip: &s
             containers_ready,
             (!containers_ready).then_some("ContainersNotReady"),
         ),
-        condition("Ready", containers_ready, (!containers_ready).then_some("ContainersNotReady")),
+        condition(
+            "Ready",
+            containers_ready,
+            (!containers_ready).then_some("ContainersNotReady"),
+        ),
     ];
     let now = time_ms(now_ms);
     for c in conditions.iter_mut() {
@@ -228,8 +252,8 @@ pub fn pod_status(pod: &Pod, instances: &[Instance], memo: &PodMemo, host_ip: &s
             .conditions
             .iter()
             .find(|o| o.type_ == c.type_ && o.status == c.status)
-            .and_then(|o| o.last_transition_time.clone())
-            .or_else(|| Some(now.clone()));
+            .and_then(|o| o.last_transition_time)
+            .or(Some(now));
     }
 
     let (phase, reason, message) = match &memo.evicted {
@@ -244,7 +268,9 @@ pub fn pod_status(pod: &Pod, instances: &[Instance], memo: &PodMemo, host_ip: &s
         host_ip: Some(host_ip.into()).filter(|s: &String| !s.is_empty()),
         pod_ip: old.pod_ip.clone(),
         pod_ips: old.pod_ips.clone(),
-        start_time: old.start_time.clone().or_else(|| Some(time_ms(memo.start_ms.max(1)))),
+        start_time: old
+            .start_time
+            .or_else(|| Some(time_ms(memo.start_ms.max(1)))),
         init_container_statuses: init_statuses,
         container_statuses: statuses,
         qos_class: Some(qos_class(pod).into()),
@@ -304,7 +330,12 @@ mod tests {
     }
 
     fn cond(s: &PodStatus, t: &str) -> String {
-        s.conditions.iter().find(|c| c.type_ == t).unwrap().status.clone()
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == t)
+            .unwrap()
+            .status
+            .clone()
     }
 
     fn wait_reason(s: &ContainerStatus) -> Option<String> {
@@ -317,21 +348,70 @@ mod tests {
         let memo = PodMemo::default();
         let cases: Vec<(&str, Pod, Vec<Instance>, &str)> = vec![
             ("nothing yet", pod("Always", &[], &["a"]), vec![], "Pending"),
-            ("init running", pod("Always", &["i"], &["a"]), vec![inst("i", true, 0, Running)], "Pending"),
+            (
+                "init running",
+                pod("Always", &["i"], &["a"]),
+                vec![inst("i", true, 0, Running)],
+                "Pending",
+            ),
             (
                 "running",
                 pod("Always", &["i"], &["a", "b"]),
-                vec![inst("i", true, 0, exited(0)), inst("a", false, 0, Running), inst("b", false, 0, Running)],
+                vec![
+                    inst("i", true, 0, exited(0)),
+                    inst("a", false, 0, Running),
+                    inst("b", false, 0, Running),
+                ],
                 "Running",
             ),
-            ("one of two started", pod("Always", &[], &["a", "b"]), vec![inst("a", false, 0, Running)], "Pending"),
-            ("never, succeeded", pod("Never", &[], &["a"]), vec![inst("a", false, 0, exited(0))], "Succeeded"),
-            ("never, failed", pod("Never", &[], &["a"]), vec![inst("a", false, 0, exited(1))], "Failed"),
-            ("onfailure, succeeded", pod("OnFailure", &[], &["a"]), vec![inst("a", false, 0, exited(0))], "Succeeded"),
-            ("onfailure, failed: restarting", pod("OnFailure", &[], &["a"]), vec![inst("a", false, 0, exited(1))], "Running"),
-            ("always, exited: restarting", pod("Always", &[], &["a"]), vec![inst("a", false, 0, exited(0))], "Running"),
-            ("never, init failed", pod("Never", &["i"], &["a"]), vec![inst("i", true, 0, exited(2))], "Failed"),
-            ("onfailure, init failed", pod("OnFailure", &["i"], &["a"]), vec![inst("i", true, 0, exited(2))], "Pending"),
+            (
+                "one of two started",
+                pod("Always", &[], &["a", "b"]),
+                vec![inst("a", false, 0, Running)],
+                "Pending",
+            ),
+            (
+                "never, succeeded",
+                pod("Never", &[], &["a"]),
+                vec![inst("a", false, 0, exited(0))],
+                "Succeeded",
+            ),
+            (
+                "never, failed",
+                pod("Never", &[], &["a"]),
+                vec![inst("a", false, 0, exited(1))],
+                "Failed",
+            ),
+            (
+                "onfailure, succeeded",
+                pod("OnFailure", &[], &["a"]),
+                vec![inst("a", false, 0, exited(0))],
+                "Succeeded",
+            ),
+            (
+                "onfailure, failed: restarting",
+                pod("OnFailure", &[], &["a"]),
+                vec![inst("a", false, 0, exited(1))],
+                "Running",
+            ),
+            (
+                "always, exited: restarting",
+                pod("Always", &[], &["a"]),
+                vec![inst("a", false, 0, exited(0))],
+                "Running",
+            ),
+            (
+                "never, init failed",
+                pod("Never", &["i"], &["a"]),
+                vec![inst("i", true, 0, exited(2))],
+                "Failed",
+            ),
+            (
+                "onfailure, init failed",
+                pod("OnFailure", &["i"], &["a"]),
+                vec![inst("i", true, 0, exited(2))],
+                "Pending",
+            ),
         ];
         for (name, p, inst, want) in cases {
             let s = pod_status(&p, &inst, &memo, "10.0.0.1", 1_700_000_001_000);
@@ -347,7 +427,13 @@ mod tests {
             inst("a", false, 0, InstanceState::Running),
             inst("b", false, 0, InstanceState::Running),
         ];
-        let s = pod_status(&p, &inst, &PodMemo::default(), "10.0.0.1", 1_700_000_001_000);
+        let s = pod_status(
+            &p,
+            &inst,
+            &PodMemo::default(),
+            "10.0.0.1",
+            1_700_000_001_000,
+        );
         assert_eq!(cond(&s, "PodScheduled"), "True");
         assert_eq!(cond(&s, "Initialized"), "True");
         assert_eq!(cond(&s, "ContainersReady"), "True");
@@ -369,8 +455,17 @@ mod tests {
     #[test]
     fn waiting_reasons() {
         let p = pod("Always", &["i"], &["a"]);
-        let s = pod_status(&p, &[inst("i", true, 0, InstanceState::Running)], &PodMemo::default(), "", 0);
-        assert_eq!(wait_reason(&s.container_statuses[0]).as_deref(), Some("PodInitializing"));
+        let s = pod_status(
+            &p,
+            &[inst("i", true, 0, InstanceState::Running)],
+            &PodMemo::default(),
+            "",
+            0,
+        );
+        assert_eq!(
+            wait_reason(&s.container_statuses[0]).as_deref(),
+            Some("PodInitializing")
+        );
         assert_eq!(cond(&s, "Initialized"), "False");
 
         let p = pod("Always", &[], &["a"]);
@@ -381,16 +476,34 @@ mod tests {
         });
         let s = pod_status(&p, &[], &memo, "", 0);
         let c = &s.container_statuses[0];
-        assert_eq!(wait_reason(c).as_deref(), Some("CreateContainerConfigError"));
-        assert!(c.state.as_ref().unwrap().waiting.as_ref().unwrap().message.as_ref().unwrap().contains("not found"));
+        assert_eq!(
+            wait_reason(c).as_deref(),
+            Some("CreateContainerConfigError")
+        );
+        assert!(c
+            .state
+            .as_ref()
+            .unwrap()
+            .waiting
+            .as_ref()
+            .unwrap()
+            .message
+            .as_ref()
+            .unwrap()
+            .contains("not found"));
     }
 
     #[test]
     fn crash_loop_shows_last_state_and_restart_count() {
         let p = pod("Always", &[], &["a"]);
         let mut memo = PodMemo::default();
-        memo.container(false, "a").backoff.next(&Default::default(), std::time::Duration::ZERO);
-        let inst = vec![inst("a", false, 0, exited(1)), inst("a", false, 1, exited(1))];
+        memo.container(false, "a")
+            .backoff
+            .next(&Default::default(), std::time::Duration::ZERO);
+        let inst = vec![
+            inst("a", false, 0, exited(1)),
+            inst("a", false, 1, exited(1)),
+        ];
         let s = pod_status(&p, &inst, &memo, "", 1_700_000_002_000);
         let c = &s.container_statuses[0];
         assert_eq!(wait_reason(c).as_deref(), Some("CrashLoopBackOff"));
@@ -409,10 +522,17 @@ mod tests {
         p.spec.as_mut().unwrap().containers[0].readiness_probe = Some(Probe::default());
         let i = inst("a", false, 0, InstanceState::Running);
         let mut memo = PodMemo::default();
-        let s = pod_status(&p, &[i.clone()], &memo, "", 0);
+        let s = pod_status(&p, std::slice::from_ref(&i), &memo, "", 0);
         assert!(!s.container_statuses[0].ready);
         assert_eq!(cond(&s, "Ready"), "False");
-        memo.probes.insert(i.id.clone(), ProbeState { ready: true, started: true, kill: None });
+        memo.probes.insert(
+            i.id.clone(),
+            ProbeState {
+                ready: true,
+                started: true,
+                kill: None,
+            },
+        );
         let s = pod_status(&p, &[i], &memo, "", 0);
         assert!(s.container_statuses[0].ready);
         assert_eq!(cond(&s, "Ready"), "True");

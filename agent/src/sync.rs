@@ -13,9 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kapsel_api::{Container, Event, EventSource, ObjectMeta, ObjectReference, Pod, PodStatus};
-use kapsel_runtime::{
-    ContainerId, ContainerSpec, Resources, Runtime, RuntimeError, SandboxSpec,
-};
+use kapsel_runtime::{ContainerId, ContainerSpec, Resources, Runtime, RuntimeError, SandboxSpec};
 use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 
@@ -102,7 +100,7 @@ impl Ctx {
                 component: Some("kapsel-agent".into()),
                 host: Some(self.cfg.node_name.clone()),
             }),
-            first_timestamp: Some(now.clone()),
+            first_timestamp: Some(now),
             last_timestamp: Some(now),
             count: Some(1),
             type_: Some(type_.into()),
@@ -152,7 +150,13 @@ struct Worker {
 }
 
 impl Worker {
-    fn new(ctx: Arc<Ctx>, uid: String, rx: watch::Receiver<Desired>, adopted: Vec<Instance>, sandbox: bool) -> Self {
+    fn new(
+        ctx: Arc<Ctx>,
+        uid: String,
+        rx: watch::Receiver<Desired>,
+        adopted: Vec<Instance>,
+        sandbox: bool,
+    ) -> Self {
         let mut w = Worker {
             ctx,
             uid,
@@ -186,7 +190,9 @@ impl Worker {
             let desired = self.rx.borrow_and_update().clone();
             match desired {
                 Desired::Gone => {
-                    let grace = self.last_pod.as_deref().map_or(Duration::ZERO, |p| grace_period(p).min(Duration::from_secs(2)));
+                    let grace = self.last_pod.as_deref().map_or(Duration::ZERO, |p| {
+                        grace_period(p).min(Duration::from_secs(2))
+                    });
                     self.teardown(grace, None).await;
                     return;
                 }
@@ -240,10 +246,17 @@ impl Worker {
             return Ok(());
         }
         let rt = self.ctx.rt.clone();
-        let states = blocking(move || ids.into_iter().map(|id| (id.clone(), rt.state(&id))).collect::<Vec<_>>()).await?;
+        let states = blocking(move || {
+            ids.into_iter()
+                .map(|id| (id.clone(), rt.state(&id)))
+                .collect::<Vec<_>>()
+        })
+        .await?;
         let now = now_ms();
         for (id, st) in states {
-            let Some(i) = self.instances.iter_mut().find(|i| i.id == id) else { continue };
+            let Some(i) = self.instances.iter_mut().find(|i| i.id == id) else {
+                continue;
+            };
             match st {
                 Ok(s) => {
                     i.state = InstanceState::from_runtime(s.status);
@@ -263,7 +276,9 @@ impl Worker {
         let cfg = self.ctx.cfg.clone();
         let policy = pod.map_or("Always", restart_policy).to_string();
         for i in self.instances.clone() {
-            let InstanceState::Exited { code, .. } = i.state else { continue };
+            let InstanceState::Exited { code, .. } = i.state else {
+                continue;
+            };
             if !self.memo.exits_seen.insert(i.id.clone()) {
                 continue;
             }
@@ -280,7 +295,16 @@ impl Worker {
                 m.restart_at_ms = now + u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
                 if code != 0 {
                     if let Some(p) = pod {
-                        self.ctx.event(p, "Warning", "BackOff", format!("Back-off restarting failed container {} in pod {}", i.name, p.metadata.name()));
+                        self.ctx.event(
+                            p,
+                            "Warning",
+                            "BackOff",
+                            format!(
+                                "Back-off restarting failed container {} in pod {}",
+                                i.name,
+                                p.metadata.name()
+                            ),
+                        );
                     }
                 }
             }
@@ -295,7 +319,11 @@ impl Worker {
         let mut src = EnvSources {
             node_name: self.ctx.cfg.node_name.clone(),
             host_ip: self.ctx.host_ip.clone(),
-            pod_ip: pod.status.as_ref().and_then(|s| s.pod_ip.clone()).unwrap_or_default(),
+            pod_ip: pod
+                .status
+                .as_ref()
+                .and_then(|s| s.pod_ip.clone())
+                .unwrap_or_default(),
             ..Default::default()
         };
         {
@@ -325,7 +353,11 @@ impl Worker {
     }
 
     /// Create/refresh volumes (first start, then every `volume_resync`).
-    async fn ensure_volumes(&mut self, pod: &Pod, force: bool) -> Result<BTreeMap<String, PathBuf>> {
+    async fn ensure_volumes(
+        &mut self,
+        pod: &Pod,
+        force: bool,
+    ) -> Result<BTreeMap<String, PathBuf>> {
         let due = self
             .last_volume_sync
             .is_none_or(|t| t.elapsed() >= self.ctx.cfg.volume_resync);
@@ -354,7 +386,12 @@ impl Worker {
             if let Some(msg) = evict {
                 self.ctx.event(pod, "Warning", "Evicted", msg.clone());
                 self.memo.evicted = Some(msg);
-                let running: Vec<ContainerId> = self.instances.iter().filter(|i| i.state.is_running()).map(|i| i.id.clone()).collect();
+                let running: Vec<ContainerId> = self
+                    .instances
+                    .iter()
+                    .filter(|i| i.state.is_running())
+                    .map(|i| i.id.clone())
+                    .collect();
                 for id in running {
                     self.kill_now(&id).await;
                 }
@@ -376,7 +413,11 @@ impl Worker {
             changed = true;
             match a {
                 Action::CreateSandbox => self.create_sandbox(pod).await?,
-                Action::Start { name, init, attempt } => self.start(pod, &name, init, attempt).await,
+                Action::Start {
+                    name,
+                    init,
+                    attempt,
+                } => self.start(pod, &name, init, attempt).await,
                 Action::Kill { id, cause } => self.kill_for_probe(pod, &id, cause),
                 Action::Remove { id } => self.remove_instance(pod, &id).await,
             }
@@ -386,7 +427,9 @@ impl Worker {
         }
         // Projected volumes follow their ConfigMaps and Secrets.
         if self.volumes.is_some()
-            && self.last_volume_sync.is_some_and(|t| t.elapsed() >= self.ctx.cfg.volume_resync)
+            && self
+                .last_volume_sync
+                .is_some_and(|t| t.elapsed() >= self.ctx.cfg.volume_resync)
         {
             if let Err(e) = self.ensure_volumes(pod, true).await {
                 tracing::warn!(pod = %self.pod_name(), error = %e, "volume refresh failed");
@@ -398,18 +441,27 @@ impl Worker {
 
     fn update_index(&self, pod: &Pod) {
         lock(&self.ctx.qos).insert(self.uid.clone(), crate::model::qos_class(pod));
-        let mut containers: Vec<String> = app_containers(pod).iter().map(|c| c.name.clone()).collect();
+        let mut containers: Vec<String> =
+            app_containers(pod).iter().map(|c| c.name.clone()).collect();
         let apps = containers.len();
         containers.extend(init_containers(pod).iter().map(|c| c.name.clone()));
         let mut latest_map = HashMap::new();
         for i in &self.instances {
-            let e = latest_map.entry(i.name.clone()).or_insert((i.attempt, i.state.is_running()));
+            let e = latest_map
+                .entry(i.name.clone())
+                .or_insert((i.attempt, i.state.is_running()));
             if i.attempt >= e.0 {
-                *e = (i.attempt, i.state.is_running() || matches!(i.state, InstanceState::Created));
+                *e = (
+                    i.attempt,
+                    i.state.is_running() || matches!(i.state, InstanceState::Created),
+                );
             }
         }
         lock(&self.ctx.index).insert(
-            (pod.metadata.namespace().to_string(), pod.metadata.name().to_string()),
+            (
+                pod.metadata.namespace().to_string(),
+                pod.metadata.name().to_string(),
+            ),
             PodLogInfo {
                 uid: self.uid.clone(),
                 containers,
@@ -427,7 +479,13 @@ impl Worker {
             // Keep our own transition times and startTime even if the watch lags.
             base.status = Some(last.clone());
         }
-        let st = status::pod_status(&base, &self.instances, &self.memo, &self.ctx.host_ip, now_ms());
+        let st = status::pod_status(
+            &base,
+            &self.instances,
+            &self.memo,
+            &self.ctx.host_ip,
+            now_ms(),
+        );
         if self.last_status.as_ref() == Some(&st) {
             return;
         }
@@ -439,7 +497,8 @@ impl Worker {
     }
 
     async fn create_sandbox(&mut self, pod: &Pod) -> Result<()> {
-        let id = sandbox_id(&self.uid).ok_or_else(|| AgentError::Config(format!("bad pod uid {:?}", self.uid)))?;
+        let id = sandbox_id(&self.uid)
+            .ok_or_else(|| AgentError::Config(format!("bad pod uid {:?}", self.uid)))?;
         let mut hostname: String = pod
             .spec
             .as_ref()
@@ -462,7 +521,8 @@ impl Worker {
                 Ok(())
             }
             Err(e) => {
-                self.ctx.event(pod, "Warning", "FailedCreatePodSandBox", e.to_string());
+                self.ctx
+                    .event(pod, "Warning", "FailedCreatePodSandBox", e.to_string());
                 Err(e.into())
             }
         }
@@ -470,7 +530,8 @@ impl Worker {
 
     fn fail_start(&mut self, pod: &Pod, c: &str, init: bool, reason: &str, message: String) {
         tracing::info!(pod = %self.pod_name(), container = c, reason, %message, "container not started");
-        self.ctx.event(pod, "Warning", "Failed", format!("Error: {message}"));
+        self.ctx
+            .event(pod, "Warning", "Failed", format!("Error: {message}"));
         let cfg = self.ctx.cfg.clone();
         let m = self.memo.container(init, c);
         let delay = m.backoff.next(&cfg.backoff, Duration::ZERO);
@@ -481,7 +542,14 @@ impl Worker {
         });
     }
 
-    async fn build_spec(&mut self, pod: &Pod, c: &Container, init: bool, attempt: u32, id: &ContainerId) -> std::result::Result<(ContainerSpec, Vec<String>), (String, String)> {
+    async fn build_spec(
+        &mut self,
+        pod: &Pod,
+        c: &Container,
+        init: bool,
+        attempt: u32,
+        id: &ContainerId,
+    ) -> std::result::Result<(ContainerSpec, Vec<String>), (String, String)> {
         let cfg_err = |e: AgentError| ("CreateContainerConfigError".to_string(), e.to_string());
         let image_name = c.image.clone().unwrap_or_default();
         let images = self.ctx.images.clone();
@@ -491,7 +559,10 @@ impl Worker {
             Err(e) => return Err(cfg_err(e)),
         };
         // After a config error, read the ConfigMaps/Secrets again (they may exist now).
-        let retry = self.memo.get(init, &c.name).is_some_and(|m| m.error.is_some());
+        let retry = self
+            .memo
+            .get(init, &c.name)
+            .is_some_and(|m| m.error.is_some());
         let vols = self.ensure_volumes(pod, retry).await.map_err(cfg_err)?;
         let src = self.sources.clone().unwrap_or_default();
         let envs = env::resolve(pod, c, &img.env, &src).map_err(cfg_err)?;
@@ -512,22 +583,55 @@ impl Worker {
         if command.is_empty() {
             return Err((
                 "CreateContainerConfigError".into(),
-                format!("no command specified for container {:?} and the image has none", c.name),
+                format!(
+                    "no command specified for container {:?} and the image has none",
+                    c.name
+                ),
             ));
         }
-        let log_dir = logs::container_log_dir(&self.ctx.log_root(), pod.metadata.namespace(), pod.metadata.name(), &self.uid, &c.name);
-        std::fs::create_dir_all(&log_dir).map_err(|e| cfg_err(AgentError::Io { context: "create log dir".into(), source: e }))?;
+        let log_dir = logs::container_log_dir(
+            &self.ctx.log_root(),
+            pod.metadata.namespace(),
+            pod.metadata.name(),
+            &self.uid,
+            &c.name,
+        );
+        std::fs::create_dir_all(&log_dir).map_err(|e| {
+            cfg_err(AgentError::Io {
+                context: "create log dir".into(),
+                source: e,
+            })
+        })?;
         let mut spec = ContainerSpec::new(id.clone(), img.lower_dirs.clone(), command);
         spec.args = args;
         spec.env = envs.clone();
         spec.sandbox = sandbox_id(&self.uid);
-        spec.cwd = c.working_dir.clone().or(img.working_dir.clone()).filter(|w| !w.is_empty()).map(PathBuf::from);
+        spec.cwd = c
+            .working_dir
+            .clone()
+            .or(img.working_dir.clone())
+            .filter(|w| !w.is_empty())
+            .map(PathBuf::from);
         spec.image_user = img.user.clone();
-        let psc = pod.spec.as_ref().and_then(|s| s.security_context.clone()).unwrap_or_default();
+        let psc = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.security_context.clone())
+            .unwrap_or_default();
         let sc = c.security_context.clone().unwrap_or_default();
-        spec.run_as_user = sc.run_as_user.or(psc.run_as_user).and_then(|u| u32::try_from(u).ok());
-        spec.run_as_group = sc.run_as_group.or(psc.run_as_group).and_then(|u| u32::try_from(u).ok());
-        spec.supplemental_groups = psc.supplemental_groups.iter().filter_map(|g| u32::try_from(*g).ok()).collect();
+        spec.run_as_user = sc
+            .run_as_user
+            .or(psc.run_as_user)
+            .and_then(|u| u32::try_from(u).ok());
+        spec.run_as_group = sc
+            .run_as_group
+            .or(psc.run_as_group)
+            .and_then(|u| u32::try_from(u).ok());
+        spec.supplemental_groups = psc
+            .supplemental_groups
+            .iter()
+            .filter_map(|g| u32::try_from(*g).ok())
+            .collect();
         spec.run_as_non_root = sc.run_as_non_root.or(psc.run_as_non_root).unwrap_or(false);
         spec.privileged = sc.privileged.unwrap_or(false);
         spec.read_only_rootfs = sc.read_only_root_filesystem.unwrap_or(false);
@@ -543,8 +647,16 @@ impl Worker {
             spec.seccomp = kapsel_runtime::SeccompProfile::Unconfined;
         }
         if let Some(r) = &c.resources {
-            spec.resources.memory_limit = r.limits.get("memory").and_then(|q| q.value().ok()).and_then(|v| u64::try_from(v).ok());
-            spec.resources.cpu_limit_millis = r.limits.get("cpu").and_then(|q| q.milli_value().ok()).and_then(|v| u64::try_from(v).ok());
+            spec.resources.memory_limit = r
+                .limits
+                .get("memory")
+                .and_then(|q| q.value().ok())
+                .and_then(|v| u64::try_from(v).ok());
+            spec.resources.cpu_limit_millis = r
+                .limits
+                .get("cpu")
+                .and_then(|q| q.milli_value().ok())
+                .and_then(|v| u64::try_from(v).ok());
             spec.resources.cpu_request_millis = r
                 .requests
                 .get("cpu")
@@ -565,10 +677,22 @@ impl Worker {
     }
 
     async fn start(&mut self, pod: &Pod, name: &str, init: bool, attempt: u32) {
-        let list = if init { init_containers(pod) } else { app_containers(pod) };
-        let Some(c) = list.iter().find(|c| c.name == name).cloned() else { return };
+        let list = if init {
+            init_containers(pod)
+        } else {
+            app_containers(pod)
+        };
+        let Some(c) = list.iter().find(|c| c.name == name).cloned() else {
+            return;
+        };
         let Some(id) = container_id(&self.uid, name, attempt) else {
-            self.fail_start(pod, name, init, "CreateContainerConfigError", format!("container name {name:?} gives no valid id"));
+            self.fail_start(
+                pod,
+                name,
+                init,
+                "CreateContainerConfigError",
+                format!("container name {name:?} gives no valid id"),
+            );
             return;
         };
         let (spec, envs) = match self.build_spec(pod, &c, init, attempt, &id).await {
@@ -593,7 +717,11 @@ impl Worker {
         match res {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
-                let reason = if e.is_spec_error() { "CreateContainerConfigError" } else { "RunContainerError" };
+                let reason = if e.is_spec_error() {
+                    "CreateContainerConfigError"
+                } else {
+                    "RunContainerError"
+                };
                 self.fail_start(pod, name, init, reason, e.to_string());
                 return;
             }
@@ -627,21 +755,53 @@ impl Worker {
     }
 
     /// Log pump and probes of a running instance (new or adopted).
-    fn track(&mut self, pod: &Pod, c: &Container, id: &ContainerId, attempt: u32, env: Vec<String>) {
-        let log_dir = logs::container_log_dir(&self.ctx.log_root(), pod.metadata.namespace(), pod.metadata.name(), &self.uid, &c.name);
+    fn track(
+        &mut self,
+        pod: &Pod,
+        c: &Container,
+        id: &ContainerId,
+        attempt: u32,
+        env: Vec<String>,
+    ) {
+        let log_dir = logs::container_log_dir(
+            &self.ctx.log_root(),
+            pod.metadata.namespace(),
+            pod.metadata.name(),
+            &self.uid,
+            &c.name,
+        );
         self.ctx.pumps.add(
             id.clone(),
-            LogPump::new(log_dir, attempt, self.ctx.cfg.log_max_bytes, self.ctx.cfg.log_max_files),
+            LogPump::new(
+                log_dir,
+                attempt,
+                self.ctx.cfg.log_max_bytes,
+                self.ctx.cfg.log_max_files,
+            ),
         );
-        let has_probes = c.liveness_probe.is_some() || c.readiness_probe.is_some() || c.startup_probe.is_some();
+        let has_probes =
+            c.liveness_probe.is_some() || c.readiness_probe.is_some() || c.startup_probe.is_some();
         if has_probes && !self.probe_tasks.contains_key(id) {
-            let pid = self.instances.iter().find(|i| &i.id == id).map_or(0, |i| i.pid);
+            let pid = self
+                .instances
+                .iter()
+                .find(|i| &i.id == id)
+                .map_or(0, |i| i.pid);
             let t = Target {
                 pid,
                 env,
-                hollow_never_ready: pod.metadata.annotations.get("hollow.kapsel.io/never-ready").is_some_and(|v| v == "true"),
+                hollow_never_ready: pod
+                    .metadata
+                    .annotations
+                    .get("hollow.kapsel.io/never-ready")
+                    .is_some_and(|v| v == "true"),
             };
-            let h = tokio::spawn(probes::run_probes(c.clone(), t, id.clone(), self.probes.clone()));
+            let h = tokio::spawn(probes::run_probes(
+                c.clone(),
+                t,
+                id.clone(),
+                self.probes.clone(),
+            ));
             self.probe_tasks.insert(id.clone(), h.abort_handle());
         }
     }
@@ -654,12 +814,22 @@ impl Worker {
         if !self.killing.insert(id.clone()) {
             return;
         }
-        let name = self.instances.iter().find(|i| &i.id == id).map(|i| i.name.clone()).unwrap_or_default();
+        let name = self
+            .instances
+            .iter()
+            .find(|i| &i.id == id)
+            .map(|i| i.name.clone())
+            .unwrap_or_default();
         let what = match cause {
             KillCause::Liveness => "liveness",
             KillCause::Startup => "startup",
         };
-        self.ctx.event(pod, "Normal", "Killing", format!("Container {name} failed {what} probe, will be restarted"));
+        self.ctx.event(
+            pod,
+            "Normal",
+            "Killing",
+            format!("Container {name} failed {what} probe, will be restarted"),
+        );
         let rt = self.ctx.rt.clone();
         let grace = grace_period(pod);
         let id = id.clone();
@@ -686,7 +856,13 @@ impl Worker {
             Err(_) => return,
         }
         if let Some(i) = self.instances.iter().find(|i| &i.id == id).cloned() {
-            let dir = logs::container_log_dir(&self.ctx.log_root(), pod.metadata.namespace(), pod.metadata.name(), &self.uid, &i.name);
+            let dir = logs::container_log_dir(
+                &self.ctx.log_root(),
+                pod.metadata.namespace(),
+                pod.metadata.name(),
+                &self.uid,
+                &i.name,
+            );
             if let Ok(rd) = std::fs::read_dir(&dir) {
                 let prefix = format!("{}.", i.attempt);
                 for e in rd.filter_map(|e| e.ok()) {
@@ -710,20 +886,45 @@ impl Worker {
         }
         let deadline = Instant::now() + grace;
         let mut stops = Vec::new();
-        for i in self.instances.iter().filter(|i| !matches!(i.state, InstanceState::Exited { .. })) {
-            let c = init_containers(pod).iter().chain(app_containers(pod)).find(|c| c.name == i.name).cloned();
+        for i in self
+            .instances
+            .iter()
+            .filter(|i| !matches!(i.state, InstanceState::Exited { .. }))
+        {
+            let c = init_containers(pod)
+                .iter()
+                .chain(app_containers(pod))
+                .find(|c| c.name == i.name)
+                .cloned();
             let rt = self.ctx.rt.clone();
             let id = i.id.clone();
             let pid = i.pid;
-            let env = self.sources.clone().and_then(|s| {
-                c.as_ref().and_then(|c| env::resolve(pod, c, &[], &s).ok())
-            }).unwrap_or_default();
+            let env = self
+                .sources
+                .clone()
+                .and_then(|s| c.as_ref().and_then(|c| env::resolve(pod, c, &[], &s).ok()))
+                .unwrap_or_default();
             stops.push(async move {
-                if let Some(h) = c.as_ref().and_then(|c| c.lifecycle.as_ref()).and_then(|l| l.pre_stop.clone()) {
+                if let Some(h) = c
+                    .as_ref()
+                    .and_then(|c| c.lifecycle.as_ref())
+                    .and_then(|l| l.pre_stop.clone())
+                {
                     let c = c.clone().unwrap_or_default();
-                    let t = Target { pid, env, hollow_never_ready: false };
+                    let t = Target {
+                        pid,
+                        env,
+                        hollow_never_ready: false,
+                    };
                     let left = deadline.saturating_duration_since(Instant::now());
-                    let hook = probes::run_handler(&c, &t, h.exec.as_ref(), h.http_get.as_ref(), h.tcp_socket.as_ref(), left);
+                    let hook = probes::run_handler(
+                        &c,
+                        &t,
+                        h.exec.as_ref(),
+                        h.http_get.as_ref(),
+                        h.tcp_socket.as_ref(),
+                        left,
+                    );
                     let _ = tokio::time::timeout(left, hook).await;
                 }
                 stop_container(rt, id, deadline.saturating_duration_since(Instant::now())).await;
@@ -740,7 +941,13 @@ impl Worker {
         if let Some(s) = &self.last_status {
             final_pod.status = Some(s.clone());
         }
-        let st = status::pod_status(&final_pod, &self.instances, &self.memo, &self.ctx.host_ip, now_ms());
+        let st = status::pod_status(
+            &final_pod,
+            &self.instances,
+            &self.memo,
+            &self.ctx.host_ip,
+            now_ms(),
+        );
         let _ = self.ctx.cp.update_pod_status(pod, &st).await;
         self.cleanup(pod).await;
         if let Err(e) = self.ctx.cp.finalize_pod_deletion(pod).await {
@@ -795,7 +1002,9 @@ impl Worker {
             }
             if let Some(sb) = sb {
                 match rt.remove_sandbox(&sb) {
-                    Ok(()) | Err(RuntimeError::SandboxNotFound(_)) | Err(RuntimeError::NotFound(_)) => {}
+                    Ok(())
+                    | Err(RuntimeError::SandboxNotFound(_))
+                    | Err(RuntimeError::NotFound(_)) => {}
                     Err(e) => tracing::warn!(sandbox = %sb, error = %e, "remove sandbox"),
                 }
             }
@@ -808,14 +1017,22 @@ impl Worker {
     async fn cleanup(&mut self, pod: &Pod) {
         self.cleanup_runtime().await;
         let dir = self.ctx.pod_dir(&self.uid);
-        let logs = logs::pod_log_dir(&self.ctx.log_root(), pod.metadata.namespace(), pod.metadata.name(), &self.uid);
+        let logs = logs::pod_log_dir(
+            &self.ctx.log_root(),
+            pod.metadata.namespace(),
+            pod.metadata.name(),
+            &self.uid,
+        );
         let _ = blocking(move || {
             volumes::cleanup(&dir);
             let _ = std::fs::remove_dir_all(&logs);
         })
         .await;
         lock(&self.ctx.qos).remove(&self.uid);
-        let key = (pod.metadata.namespace().to_string(), pod.metadata.name().to_string());
+        let key = (
+            pod.metadata.namespace().to_string(),
+            pod.metadata.name().to_string(),
+        );
         let mut idx = lock(&self.ctx.index);
         if idx.get(&key).is_some_and(|i| i.uid == self.uid) {
             idx.remove(&key);
@@ -825,9 +1042,8 @@ impl Worker {
 
 /// SIGTERM, wait up to `grace`, SIGKILL, wait for the exit.
 pub async fn stop_container(rt: Arc<dyn Runtime>, id: ContainerId, grace: Duration) {
-    let exited = |rt: &Arc<dyn Runtime>, id: &ContainerId| -> bool {
-        !matches!(rt.try_wait(id), Ok(None))
-    };
+    let exited =
+        |rt: &Arc<dyn Runtime>, id: &ContainerId| -> bool { !matches!(rt.try_wait(id), Ok(None)) };
     let (rt2, id2) = (rt.clone(), id.clone());
     let done = blocking(move || {
         if exited(&rt2, &id2) {
@@ -845,7 +1061,10 @@ pub async fn stop_container(rt: Arc<dyn Runtime>, id: ContainerId, grace: Durati
     }
     let deadline = Instant::now() + grace;
     while Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50).min(deadline.saturating_duration_since(Instant::now()))).await;
+        tokio::time::sleep(
+            Duration::from_millis(50).min(deadline.saturating_duration_since(Instant::now())),
+        )
+        .await;
         let (rt2, id2) = (rt.clone(), id.clone());
         if blocking(move || exited(&rt2, &id2)).await.unwrap_or(true) {
             return;
@@ -886,10 +1105,18 @@ impl PodManager {
             }
         }
         let adopted_dirs = std::fs::read_dir(ctx.pods_root())
-            .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
             .unwrap_or_default();
         if !adopted.is_empty() {
-            tracing::info!(pods = adopted.len(), containers = list.len(), "found containers from a previous run");
+            tracing::info!(
+                pods = adopted.len(),
+                containers = list.len(),
+                "found containers from a previous run"
+            );
         }
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         Ok(PodManager {
@@ -923,7 +1150,11 @@ impl PodManager {
         // Adopted running containers: logs and probes resume.
         if let Desired::Pod(p) = &d {
             for i in w.instances.clone().iter().filter(|i| i.state.is_running()) {
-                let list = if i.init { init_containers(p) } else { app_containers(p) };
+                let list = if i.init {
+                    init_containers(p)
+                } else {
+                    app_containers(p)
+                };
                 if let Some(c) = list.iter().find(|c| c.name == i.name).cloned() {
                     w.track(p, &c, &i.id, i.attempt, Vec::new());
                 }
@@ -967,7 +1198,12 @@ impl PodManager {
     /// The watch delivered every existing pod: the rest are gone; adopted orphans die.
     pub fn synced(&mut self) {
         let seen = std::mem::take(&mut self.seen);
-        let gone: Vec<String> = self.workers.keys().filter(|u| !seen.contains(*u)).cloned().collect();
+        let gone: Vec<String> = self
+            .workers
+            .keys()
+            .filter(|u| !seen.contains(*u))
+            .cloned()
+            .collect();
         for u in gone {
             self.deleted(&u);
         }
@@ -1038,4 +1274,3 @@ impl PodManager {
         }
     }
 }
-

@@ -15,7 +15,10 @@ use crate::error::{AgentError, IoContext, Result};
 /// A relative path that stays inside its directory.
 fn safe_rel(p: &str) -> Result<PathBuf> {
     let pb = PathBuf::from(p);
-    if p.is_empty() || pb.is_absolute() || pb.components().any(|c| !matches!(c, Component::Normal(_))) {
+    if p.is_empty()
+        || pb.is_absolute()
+        || pb.components().any(|c| !matches!(c, Component::Normal(_)))
+    {
         return Err(AgentError::Config(format!("invalid path {p:?} in volume")));
     }
     Ok(pb)
@@ -24,7 +27,12 @@ fn safe_rel(p: &str) -> Result<PathBuf> {
 /// Files of a projected volume: relative path → (content, mode).
 pub type Payload = BTreeMap<String, (Vec<u8>, u32)>;
 
-fn project(data: &BTreeMap<String, Vec<u8>>, items: &[KeyToPath], default_mode: Option<i32>, what: &str) -> Result<Payload> {
+fn project(
+    data: &BTreeMap<String, Vec<u8>>,
+    items: &[KeyToPath],
+    default_mode: Option<i32>,
+    what: &str,
+) -> Result<Payload> {
     let mode = default_mode.map_or(0o644, |m| (m & 0o777) as u32);
     let mut out = Payload::new();
     if items.is_empty() {
@@ -33,11 +41,14 @@ fn project(data: &BTreeMap<String, Vec<u8>>, items: &[KeyToPath], default_mode: 
         }
     } else {
         for it in items {
-            let v = data.get(&it.key).ok_or_else(|| {
-                AgentError::Config(format!("{what}: key {:?} not found", it.key))
-            })?;
+            let v = data
+                .get(&it.key)
+                .ok_or_else(|| AgentError::Config(format!("{what}: key {:?} not found", it.key)))?;
             safe_rel(&it.path)?;
-            out.insert(it.path.clone(), (v.clone(), it.mode.map_or(mode, |m| (m & 0o777) as u32)));
+            out.insert(
+                it.path.clone(),
+                (v.clone(), it.mode.map_or(mode, |m| (m & 0o777) as u32)),
+            );
         }
     }
     Ok(out)
@@ -50,15 +61,29 @@ pub fn payload(pod: &Pod, v: &Volume, src: &EnvSources) -> Result<Option<Payload
     if let Some(c) = &v.config_map {
         let name = c.name.clone().unwrap_or_default();
         return match src.config_maps.get(&name) {
-            Some(cm) => project(&config_map_data(cm), &c.items, c.default_mode, &format!("configmap {ns}/{name}")).map(Some),
+            Some(cm) => project(
+                &config_map_data(cm),
+                &c.items,
+                c.default_mode,
+                &format!("configmap {ns}/{name}"),
+            )
+            .map(Some),
             None if c.optional == Some(true) => Ok(Some(Payload::new())),
-            None => Err(AgentError::Config(format!("configmap \"{name}\" not found"))),
+            None => Err(AgentError::Config(format!(
+                "configmap \"{name}\" not found"
+            ))),
         };
     }
     if let Some(s) = &v.secret {
         let name = s.secret_name.clone().unwrap_or_default();
         return match src.secrets.get(&name) {
-            Some(sec) => project(&secret_data(sec), &s.items, s.default_mode, &format!("secret {ns}/{name}")).map(Some),
+            Some(sec) => project(
+                &secret_data(sec),
+                &s.items,
+                s.default_mode,
+                &format!("secret {ns}/{name}"),
+            )
+            .map(Some),
             None if s.optional == Some(true) => Ok(Some(Payload::new())),
             None => Err(AgentError::Config(format!("secret \"{name}\" not found"))),
         };
@@ -81,7 +106,13 @@ pub fn payload(pod: &Pod, v: &Volume, src: &EnvSources) -> Result<Option<Payload
             } else {
                 String::new()
             };
-            out.insert(f.path.clone(), (val.into_bytes(), f.mode.map_or(mode, |m| (m & 0o777) as u32)));
+            out.insert(
+                f.path.clone(),
+                (
+                    val.into_bytes(),
+                    f.mode.map_or(mode, |m| (m & 0o777) as u32),
+                ),
+            );
         }
         return Ok(Some(out));
     }
@@ -89,13 +120,16 @@ pub fn payload(pod: &Pod, v: &Volume, src: &EnvSources) -> Result<Option<Payload
 }
 
 fn read_payload(dir: &Path, payload: &Payload) -> bool {
-    payload.iter().all(|(rel, (content, _))| {
-        std::fs::read(dir.join(rel)).is_ok_and(|c| &c == content)
-    }) && count_files(dir) == payload.len()
+    payload
+        .iter()
+        .all(|(rel, (content, _))| std::fs::read(dir.join(rel)).is_ok_and(|c| &c == content))
+        && count_files(dir) == payload.len()
 }
 
 fn count_files(dir: &Path) -> usize {
-    let Ok(rd) = std::fs::read_dir(dir) else { return 0 };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
     rd.filter_map(|e| e.ok())
         .map(|e| {
             let p = e.path();
@@ -168,13 +202,21 @@ fn is_mountpoint(p: &Path) -> bool {
         return false;
     };
     let want = p.to_string_lossy();
-    s.lines().any(|l| l.split(' ').nth(4) == Some(want.as_ref()))
+    s.lines()
+        .any(|l| l.split(' ').nth(4) == Some(want.as_ref()))
 }
 
 /// Create or refresh every volume of the pod; returns volume name → host path.
-pub fn prepare(pod: &Pod, pod_dir: &Path, src: &EnvSources, can_mount: bool) -> Result<BTreeMap<String, PathBuf>> {
+pub fn prepare(
+    pod: &Pod,
+    pod_dir: &Path,
+    src: &EnvSources,
+    can_mount: bool,
+) -> Result<BTreeMap<String, PathBuf>> {
     let mut out = BTreeMap::new();
-    let Some(spec) = &pod.spec else { return Ok(out) };
+    let Some(spec) = &pod.spec else {
+        return Ok(out);
+    };
     for v in &spec.volumes {
         let dir = volume_dir(pod_dir, &v.name);
         if let Some(e) = &v.empty_dir {
@@ -198,13 +240,18 @@ pub fn prepare(pod: &Pod, pod_dir: &Path, src: &EnvSources, can_mount: bool) -> 
                     nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
                     Some(opts.as_str()),
                 )
-                .map_err(|e| AgentError::Config(format!("emptyDir {}: tmpfs mount: {e}", v.name)))?;
+                .map_err(|e| {
+                    AgentError::Config(format!("emptyDir {}: tmpfs mount: {e}", v.name))
+                })?;
             }
             out.insert(v.name.clone(), dir);
         } else if let Some(h) = &v.host_path {
             let p = PathBuf::from(&h.path);
             if !p.is_absolute() {
-                return Err(AgentError::Config(format!("hostPath {:?} must be absolute", h.path)));
+                return Err(AgentError::Config(format!(
+                    "hostPath {:?} must be absolute",
+                    h.path
+                )));
             }
             match h.type_.as_deref().unwrap_or("") {
                 "" => {}
@@ -213,11 +260,17 @@ pub fn prepare(pod: &Pod, pod_dir: &Path, src: &EnvSources, can_mount: bool) -> 
                 }
                 "Directory" if p.is_dir() => {}
                 "Directory" => {
-                    return Err(AgentError::Config(format!("hostPath type check failed: {} is not a directory", h.path)))
+                    return Err(AgentError::Config(format!(
+                        "hostPath type check failed: {} is not a directory",
+                        h.path
+                    )))
                 }
                 "File" if p.is_file() => {}
                 "File" => {
-                    return Err(AgentError::Config(format!("hostPath type check failed: {} is not a file", h.path)))
+                    return Err(AgentError::Config(format!(
+                        "hostPath type check failed: {} is not a file",
+                        h.path
+                    )))
                 }
                 "FileOrCreate" => {
                     if !p.exists() {
@@ -225,7 +278,9 @@ pub fn prepare(pod: &Pod, pod_dir: &Path, src: &EnvSources, can_mount: bool) -> 
                     }
                 }
                 other => {
-                    return Err(AgentError::Config(format!("hostPath type {other:?} is not supported")))
+                    return Err(AgentError::Config(format!(
+                        "hostPath type {other:?} is not supported"
+                    )))
                 }
             }
             out.insert(v.name.clone(), p);
@@ -233,7 +288,10 @@ pub fn prepare(pod: &Pod, pod_dir: &Path, src: &EnvSources, can_mount: bool) -> 
             atomic_write(&dir, &payload)?;
             out.insert(v.name.clone(), dir);
         } else {
-            return Err(AgentError::Config(format!("volume {:?} has no supported source", v.name)));
+            return Err(AgentError::Config(format!(
+                "volume {:?} has no supported source",
+                v.name
+            )));
         }
     }
     Ok(out)
@@ -254,23 +312,30 @@ pub fn cleanup(pod_dir: &Path) {
 }
 
 /// The container's mounts from its `volumeMounts`.
-pub fn mounts(pod: &Pod, c: &Container, vols: &BTreeMap<String, PathBuf>) -> Result<Vec<VolumeMount>> {
+pub fn mounts(
+    pod: &Pod,
+    c: &Container,
+    vols: &BTreeMap<String, PathBuf>,
+) -> Result<Vec<VolumeMount>> {
     let spec = pod.spec.clone().unwrap_or_default();
     let mut out = Vec::new();
     for m in &c.volume_mounts {
-        let base = vols
-            .get(&m.name)
-            .ok_or_else(|| AgentError::Config(format!("volumeMount {:?}: no such volume", m.name)))?;
+        let base = vols.get(&m.name).ok_or_else(|| {
+            AgentError::Config(format!("volumeMount {:?}: no such volume", m.name))
+        })?;
         let projected = spec
             .volumes
             .iter()
             .find(|v| v.name == m.name)
-            .is_some_and(|v| v.config_map.is_some() || v.secret.is_some() || v.downward_api.is_some());
+            .is_some_and(|v| {
+                v.config_map.is_some() || v.secret.is_some() || v.downward_api.is_some()
+            });
         let source = match m.sub_path.as_deref().filter(|s| !s.is_empty()) {
             Some(sp) => {
                 let p = base.join(safe_rel(sp)?);
                 if !p.exists() {
-                    std::fs::create_dir_all(&p).ctx(|| format!("create subPath {}", p.display()))?;
+                    std::fs::create_dir_all(&p)
+                        .ctx(|| format!("create subPath {}", p.display()))?;
                 }
                 p
             }
@@ -291,7 +356,10 @@ mod tests {
     use kapsel_api::{ConfigMap, ConfigMapVolumeSource, HostPathVolumeSource, ObjectMeta, PodSpec};
 
     fn payload_of(pairs: &[(&str, &str)]) -> Payload {
-        pairs.iter().map(|(k, v)| (k.to_string(), (v.as_bytes().to_vec(), 0o644))).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), (v.as_bytes().to_vec(), 0o644)))
+            .collect()
     }
 
     #[test]
@@ -308,7 +376,12 @@ mod tests {
         let stamps = std::fs::read_dir(&dir)
             .unwrap()
             .filter(|e| {
-                let n = e.as_ref().unwrap().file_name().to_string_lossy().into_owned();
+                let n = e
+                    .as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned();
                 n.starts_with("..") && n != "..data"
             })
             .count();
@@ -347,7 +420,10 @@ mod tests {
             }),
             ..Default::default()
         }];
-        assert!(prepare(&p, d.path(), &src, false).unwrap_err().to_string().contains("not a directory"));
+        assert!(prepare(&p, d.path(), &src, false)
+            .unwrap_err()
+            .to_string()
+            .contains("not a directory"));
     }
 
     #[test]

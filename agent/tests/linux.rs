@@ -16,9 +16,9 @@ use kapsel_agent::{Agent, AgentConfig, AgentHandle, DirImages};
 use kapsel_api::client::{Api, Client, LogParams};
 use kapsel_api::{
     ConfigMap, ConfigMapVolumeSource, Container, DeleteOptions, EnvFromSource, EnvVar,
-    EnvVarSource, ExecAction, HttpGetAction, IntOrString, KeySelector, Lifecycle,
-    LifecycleHandler, ObjectFieldSelector, ObjectMeta, OptionalRef, Pod, Probe, Secret,
-    SecretVolumeSource, TcpSocketAction, Volume, VolumeMount,
+    EnvVarSource, ExecAction, HttpGetAction, IntOrString, KeySelector, Lifecycle, LifecycleHandler,
+    ObjectFieldSelector, ObjectMeta, OptionalRef, Pod, Probe, Secret, SecretVolumeSource,
+    TcpSocketAction, Volume, VolumeMount,
 };
 use kapsel_runtime::{LinuxRuntime, Runtime};
 
@@ -46,8 +46,13 @@ impl Rig {
         cfg.backoff.initial = Duration::from_millis(500);
         cfg.volume_resync = Duration::from_millis(500);
         adjust(&mut cfg);
-        let images = DirImages::new(BTreeMap::from([("busybox".to_string(), env.rootfs.clone())]));
-        let agent = Agent::connect(cfg, rtm.clone(), Arc::new(images)).unwrap().spawn();
+        let images = DirImages::new(BTreeMap::from([(
+            "busybox".to_string(),
+            env.rootfs.clone(),
+        )]));
+        let agent = Agent::connect(cfg, rtm.clone(), Arc::new(images))
+            .unwrap()
+            .spawn();
         let client = Client::new(&srv.url).unwrap();
         Some(Rig {
             api: pods(&srv.url),
@@ -63,7 +68,16 @@ impl Rig {
     async fn delete_all(&self) {
         let list = self.api.list(&Default::default()).await.unwrap();
         for p in list.items {
-            let _ = self.api.delete(p.metadata.name(), &DeleteOptions { grace_period_seconds: Some(0), ..Default::default() }).await;
+            let _ = self
+                .api
+                .delete(
+                    p.metadata.name(),
+                    &DeleteOptions {
+                        grace_period_seconds: Some(0),
+                        ..Default::default()
+                    },
+                )
+                .await;
         }
     }
 }
@@ -80,13 +94,18 @@ fn sh(name: &str, script: &str) -> Container {
 }
 
 async fn logs(api: &Api<Pod>, pod: &str, lp: LogParams) -> String {
-    api.logs_string(pod, &lp).await.unwrap_or_else(|e| panic!("logs of {pod}: {e}"))
+    api.logs_string(pod, &lp)
+        .await
+        .unwrap_or_else(|e| panic!("logs of {pod}: {e}"))
 }
 
 async fn wait_log(api: &Api<Pod>, pod: &str, container: &str, needle: &str) -> String {
     tokio::time::timeout(T, async {
         loop {
-            let lp = LogParams { container: Some(container.into()), ..Default::default() };
+            let lp = LogParams {
+                container: Some(container.into()),
+                ..Default::default()
+            };
             if let Ok(s) = api.logs_string(pod, &lp).await {
                 if s.contains(needle) {
                     return s;
@@ -101,11 +120,23 @@ async fn wait_log(api: &Api<Pod>, pod: &str, container: &str, needle: &str) -> S
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_pod_with_init_and_two_containers_runs_and_deletes_cleanly() {
-    let Some(r) = Rig::new(|_| {}).await else { return };
-    let mut p = pod("web", "real", vec![sh("a", "echo a-up; exec sleep 1000"), sh("b", "exec sleep 1000")]);
+    let Some(r) = Rig::new(|_| {}).await else {
+        return;
+    };
+    let mut p = pod(
+        "web",
+        "real",
+        vec![
+            sh("a", "echo a-up; exec sleep 1000"),
+            sh("b", "exec sleep 1000"),
+        ],
+    );
     p.spec.as_mut().unwrap().init_containers = vec![sh("init", "echo init-done")];
     r.api.create(&p).await.unwrap();
-    let got = wait_pod(&r.api, "web", T, |p| phase(p) == "Running" && condition(p, "Ready").as_deref() == Some("True")).await;
+    let got = wait_pod(&r.api, "web", T, |p| {
+        phase(p) == "Running" && condition(p, "Ready").as_deref() == Some("True")
+    })
+    .await;
     let st = got.status.clone().unwrap();
     let init = &st.init_container_statuses[0];
     let t = init.state.as_ref().unwrap().terminated.as_ref().unwrap();
@@ -113,7 +144,15 @@ async fn real_pod_with_init_and_two_containers_runs_and_deletes_cleanly() {
     for c in &st.container_statuses {
         assert!(c.ready, "{}", c.name);
         assert_eq!(c.restart_count, 0);
-        assert!(c.state.as_ref().unwrap().running.as_ref().unwrap().started_at.is_some());
+        assert!(c
+            .state
+            .as_ref()
+            .unwrap()
+            .running
+            .as_ref()
+            .unwrap()
+            .started_at
+            .is_some());
         assert!(c.container_id.as_deref().unwrap().starts_with("kapsel://"));
     }
     for c in ["PodScheduled", "Initialized", "ContainersReady", "Ready"] {
@@ -121,20 +160,42 @@ async fn real_pod_with_init_and_two_containers_runs_and_deletes_cleanly() {
     }
     assert_eq!(st.host_ip.as_deref(), Some("127.0.0.1"));
     assert!(st.start_time.is_some());
-    assert_eq!(r.rt.list().unwrap().iter().filter(|c| c.status == kapsel_runtime::ContainerStatus::Running).count(), 2);
+    assert_eq!(
+        r.rt.list()
+            .unwrap()
+            .iter()
+            .filter(|c| c.status == kapsel_runtime::ContainerStatus::Running)
+            .count(),
+        2
+    );
     wait_log(&r.api, "web", "init", "init-done").await;
     wait_log(&r.api, "web", "a", "a-up").await;
 
     let t0 = Instant::now();
-    r.api.delete("web", &DeleteOptions { grace_period_seconds: Some(5), ..Default::default() }).await.unwrap();
+    r.api
+        .delete(
+            "web",
+            &DeleteOptions {
+                grace_period_seconds: Some(5),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
     wait_gone(&r.api, "web", T).await;
-    assert!(t0.elapsed() < Duration::from_secs(5), "sleep dies on SIGTERM (default action), {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "sleep dies on SIGTERM (default action), {:?}",
+        t0.elapsed()
+    );
     assert!(r.rt.list().unwrap().is_empty(), "nothing leaked");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_crash_loop_backoff_grows_and_restart_policies() {
-    let Some(r) = Rig::new(|c| c.backoff.initial = Duration::from_millis(700)).await else { return };
+    let Some(r) = Rig::new(|c| c.backoff.initial = Duration::from_millis(700)).await else {
+        return;
+    };
     let mut crash = pod("crash", "real", vec![sh("c", "echo boom; exit 1")]);
     crash.spec.as_mut().unwrap().restart_policy = Some("Always".into());
     r.api.create(&crash).await.unwrap();
@@ -148,13 +209,26 @@ async fn real_crash_loop_backoff_grows_and_restart_policies() {
     onfail.spec.as_mut().unwrap().restart_policy = Some("OnFailure".into());
     r.api.create(&onfail).await.unwrap();
 
-    let p = wait_pod(&r.api, "crash", T, |p| waiting_reason(p, "c").as_deref() == Some("CrashLoopBackOff")).await;
-    let last = cstatus(&p, "c").unwrap().last_state.as_ref().unwrap().terminated.clone().unwrap();
+    let p = wait_pod(&r.api, "crash", T, |p| {
+        waiting_reason(p, "c").as_deref() == Some("CrashLoopBackOff")
+    })
+    .await;
+    let last = cstatus(&p, "c")
+        .unwrap()
+        .last_state
+        .as_ref()
+        .unwrap()
+        .terminated
+        .clone()
+        .unwrap();
     assert_eq!(last.exit_code, 1);
     // Restart times: the gaps grow (0.7 s, 1.4 s, 2.8 s).
     let mut seen = Vec::new();
     for n in 1..=3 {
-        wait_pod(&r.api, "crash", T, |p| cstatus(p, "c").is_some_and(|c| c.restart_count >= n)).await;
+        wait_pod(&r.api, "crash", T, |p| {
+            cstatus(p, "c").is_some_and(|c| c.restart_count >= n)
+        })
+        .await;
         seen.push(Instant::now());
     }
     let g1 = seen[1] - seen[0];
@@ -165,15 +239,27 @@ async fn real_crash_loop_backoff_grows_and_restart_policies() {
     let ok = wait_pod(&r.api, "onfailure-ok", T, |p| phase(p) == "Succeeded").await;
     assert_eq!(cstatus(&ok, "c").unwrap().restart_count, 0);
     let nf = wait_pod(&r.api, "never-fail", T, |p| phase(p) == "Failed").await;
-    let t = cstatus(&nf, "c").unwrap().state.as_ref().unwrap().terminated.clone().unwrap();
+    let t = cstatus(&nf, "c")
+        .unwrap()
+        .state
+        .as_ref()
+        .unwrap()
+        .terminated
+        .clone()
+        .unwrap();
     assert_eq!((t.exit_code, t.reason.as_deref()), (3, Some("Error")));
-    wait_pod(&r.api, "onfailure-fail", T, |p| cstatus(p, "c").is_some_and(|c| c.restart_count >= 1)).await;
+    wait_pod(&r.api, "onfailure-fail", T, |p| {
+        cstatus(p, "c").is_some_and(|c| c.restart_count >= 1)
+    })
+    .await;
     r.delete_all().await;
 }
 
 fn probe_exec(cmd: &str) -> Probe {
     Probe {
-        exec: Some(ExecAction { command: vec!["/bin/sh".into(), "-c".into(), cmd.into()] }),
+        exec: Some(ExecAction {
+            command: vec!["/bin/sh".into(), "-c".into(), cmd.into()],
+        }),
         period_seconds: Some(1),
         failure_threshold: Some(1),
         ..Default::default()
@@ -182,21 +268,33 @@ fn probe_exec(cmd: &str) -> Probe {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_probes_liveness_restarts_readiness_flips_exec_http_tcp() {
-    let Some(r) = Rig::new(|_| {}).await else { return };
+    let Some(r) = Rig::new(|_| {}).await else {
+        return;
+    };
     // Liveness (exec): healthy while /tmp/ok exists; it is removed after 2 s → restart.
-    let mut live = sh("live", "touch /tmp/ok; sleep 2; rm /tmp/ok; exec sleep 1000");
+    let mut live = sh(
+        "live",
+        "touch /tmp/ok; sleep 2; rm /tmp/ok; exec sleep 1000",
+    );
     live.liveness_probe = Some(probe_exec("test -f /tmp/ok"));
     // Readiness (httpGet by port name): ready while index.html exists, then not; never restarted.
     let mut ready = sh(
         "ready",
         "mkdir -p /www && echo ok > /www/index.html && httpd -p 8080 -h /www && sleep 4 && rm /www/index.html && exec sleep 1000",
     );
-    ready.ports = vec![kapsel_api::ContainerPort { name: Some("web".into()), container_port: 8080, ..Default::default() }];
+    ready.ports = vec![kapsel_api::ContainerPort {
+        name: Some("web".into()),
+        container_port: 8080,
+        ..Default::default()
+    }];
     ready.readiness_probe = Some(Probe {
         http_get: Some(HttpGetAction {
             path: Some("/index.html".into()),
             port: IntOrString::String("web".into()),
-            http_headers: vec![kapsel_api::HttpHeader { name: "X-Test".into(), value: "1".into() }],
+            http_headers: vec![kapsel_api::HttpHeader {
+                name: "X-Test".into(),
+                value: "1".into(),
+            }],
             ..Default::default()
         }),
         period_seconds: Some(1),
@@ -204,24 +302,54 @@ async fn real_probes_liveness_restarts_readiness_flips_exec_http_tcp() {
         ..Default::default()
     });
     // tcpSocket: liveness on a listening port (stays up), readiness on a closed one (never ready).
-    let mut tcp = sh("tcp", "mkdir -p /w2 && httpd -p 9090 -h /w2 && exec sleep 1000");
+    let mut tcp = sh(
+        "tcp",
+        "mkdir -p /w2 && httpd -p 9090 -h /w2 && exec sleep 1000",
+    );
     tcp.liveness_probe = Some(Probe {
-        tcp_socket: Some(TcpSocketAction { port: IntOrString::Int(9090), host: None }),
+        tcp_socket: Some(TcpSocketAction {
+            port: IntOrString::Int(9090),
+            host: None,
+        }),
         period_seconds: Some(1),
         failure_threshold: Some(1),
         ..Default::default()
     });
     tcp.readiness_probe = Some(Probe {
-        tcp_socket: Some(TcpSocketAction { port: IntOrString::Int(9999), host: None }),
+        tcp_socket: Some(TcpSocketAction {
+            port: IntOrString::Int(9999),
+            host: None,
+        }),
         period_seconds: Some(1),
         ..Default::default()
     });
-    r.api.create(&pod("probes", "real", vec![live, ready, tcp])).await.unwrap();
-    wait_pod(&r.api, "probes", T, |p| cstatus(p, "ready").is_some_and(|c| c.ready)).await;
-    let p = wait_pod(&r.api, "probes", T, |p| cstatus(p, "live").is_some_and(|c| c.restart_count >= 1)).await;
-    assert_eq!(condition(&p, "Ready").as_deref(), Some("False"), "tcp readiness on a closed port");
-    let p = wait_pod(&r.api, "probes", T, |p| cstatus(p, "ready").is_some_and(|c| !c.ready && c.state.as_ref().is_some_and(|s| s.running.is_some()))).await;
-    assert_eq!(cstatus(&p, "ready").unwrap().restart_count, 0, "readiness never restarts");
+    r.api
+        .create(&pod("probes", "real", vec![live, ready, tcp]))
+        .await
+        .unwrap();
+    wait_pod(&r.api, "probes", T, |p| {
+        cstatus(p, "ready").is_some_and(|c| c.ready)
+    })
+    .await;
+    let p = wait_pod(&r.api, "probes", T, |p| {
+        cstatus(p, "live").is_some_and(|c| c.restart_count >= 1)
+    })
+    .await;
+    assert_eq!(
+        condition(&p, "Ready").as_deref(),
+        Some("False"),
+        "tcp readiness on a closed port"
+    );
+    let p = wait_pod(&r.api, "probes", T, |p| {
+        cstatus(p, "ready")
+            .is_some_and(|c| !c.ready && c.state.as_ref().is_some_and(|s| s.running.is_some()))
+    })
+    .await;
+    assert_eq!(
+        cstatus(&p, "ready").unwrap().restart_count,
+        0,
+        "readiness never restarts"
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     let p = r.api.get("probes").await.unwrap();
     let tcp = cstatus(&p, "tcp").unwrap();
@@ -232,15 +360,42 @@ async fn real_probes_liveness_restarts_readiness_flips_exec_http_tcp() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_delete_with_grace_period_term_handled_vs_ignored() {
-    let Some(r) = Rig::new(|_| {}).await else { return };
-    let mut handled = pod("handled", "real", vec![sh("c", "trap 'echo bye; exit 0' TERM; while true; do sleep 0.1; done")]);
-    handled.spec.as_mut().unwrap().termination_grace_period_seconds = Some(20);
-    let mut ignored = pod("ignored", "real", vec![sh("c", "trap '' TERM; while true; do sleep 0.1; done")]);
-    ignored.spec.as_mut().unwrap().termination_grace_period_seconds = Some(3);
+    let Some(r) = Rig::new(|_| {}).await else {
+        return;
+    };
+    let mut handled = pod(
+        "handled",
+        "real",
+        vec![sh(
+            "c",
+            "trap 'echo bye; exit 0' TERM; while true; do sleep 0.1; done",
+        )],
+    );
+    handled
+        .spec
+        .as_mut()
+        .unwrap()
+        .termination_grace_period_seconds = Some(20);
+    let mut ignored = pod(
+        "ignored",
+        "real",
+        vec![sh("c", "trap '' TERM; while true; do sleep 0.1; done")],
+    );
+    ignored
+        .spec
+        .as_mut()
+        .unwrap()
+        .termination_grace_period_seconds = Some(3);
     // preStop runs first.
     ignored.spec.as_mut().unwrap().containers[0].lifecycle = Some(Lifecycle {
         pre_stop: Some(LifecycleHandler {
-            exec: Some(ExecAction { command: vec!["/bin/sh".into(), "-c".into(), "echo prestop > /proc/1/fd/1".into()] }),
+            exec: Some(ExecAction {
+                command: vec![
+                    "/bin/sh".into(),
+                    "-c".into(),
+                    "echo prestop > /proc/1/fd/1".into(),
+                ],
+            }),
             ..Default::default()
         }),
         ..Default::default()
@@ -251,15 +406,24 @@ async fn real_delete_with_grace_period_term_handled_vs_ignored() {
     wait_pod(&r.api, "ignored", T, |p| phase(p) == "Running").await;
 
     let t0 = Instant::now();
-    r.api.delete("handled", &DeleteOptions::default()).await.unwrap();
+    r.api
+        .delete("handled", &DeleteOptions::default())
+        .await
+        .unwrap();
     wait_gone(&r.api, "handled", T).await;
     let d = t0.elapsed();
-    assert!(d < Duration::from_secs(5), "a container that handles SIGTERM ends early: {d:?}");
+    assert!(
+        d < Duration::from_secs(5),
+        "a container that handles SIGTERM ends early: {d:?}"
+    );
 
     let t0 = Instant::now();
     let api2 = r.api.clone();
     let follower = tokio::spawn(async move {
-        let lp = LogParams { follow: true, ..Default::default() };
+        let lp = LogParams {
+            follow: true,
+            ..Default::default()
+        };
         let mut s = Box::pin(api2.logs("ignored", &lp).await.unwrap());
         let mut out = Vec::new();
         while let Some(Ok(b)) = s.next().await {
@@ -271,37 +435,91 @@ async fn real_delete_with_grace_period_term_handled_vs_ignored() {
         String::from_utf8_lossy(&out).into_owned()
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    r.api.delete("ignored", &DeleteOptions::default()).await.unwrap();
+    r.api
+        .delete("ignored", &DeleteOptions::default())
+        .await
+        .unwrap();
     wait_gone(&r.api, "ignored", T).await;
     let d = t0.elapsed();
-    assert!(d >= Duration::from_millis(2700), "ignored SIGTERM waits for the grace period: {d:?}");
+    assert!(
+        d >= Duration::from_millis(2700),
+        "ignored SIGTERM waits for the grace period: {d:?}"
+    );
     assert!(d < Duration::from_secs(10), "then SIGKILL: {d:?}");
-    let out = tokio::time::timeout(Duration::from_secs(5), follower).await.ok().and_then(|r| r.ok()).unwrap_or_default();
+    let out = tokio::time::timeout(Duration::from_secs(5), follower)
+        .await
+        .ok()
+        .and_then(|r| r.ok())
+        .unwrap_or_default();
     assert!(out.contains("prestop"), "preStop hook ran: {out:?}");
     assert!(r.rt.list().unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_logs_follow_tail_previous_timestamps() {
-    let Some(r) = Rig::new(|_| {}).await else { return };
+    let Some(r) = Rig::new(|_| {}).await else {
+        return;
+    };
     // Each instance prints its own marker lines; it crashes after 1.5 s.
-    let script = "for i in 1 2 3 4 5; do echo line$i; done; echo err >&2; sleep 1.5; echo last; exit 1";
-    r.api.create(&pod("logs", "real", vec![sh("c", script)])).await.unwrap();
-    wait_pod(&r.api, "logs", T, |p| cstatus(p, "c").is_some_and(|c| c.restart_count >= 1)).await;
+    let script =
+        "for i in 1 2 3 4 5; do echo line$i; done; echo err >&2; sleep 1.5; echo last; exit 1";
+    r.api
+        .create(&pod("logs", "real", vec![sh("c", script)]))
+        .await
+        .unwrap();
+    wait_pod(&r.api, "logs", T, |p| {
+        cstatus(p, "c").is_some_and(|c| c.restart_count >= 1)
+    })
+    .await;
     let all = wait_log(&r.api, "logs", "c", "err").await;
     assert!(all.contains("line1"), "{all}");
-    let tail = logs(&r.api, "logs", LogParams { tail_lines: Some(2), ..Default::default() }).await;
+    let tail = logs(
+        &r.api,
+        "logs",
+        LogParams {
+            tail_lines: Some(2),
+            ..Default::default()
+        },
+    )
+    .await;
     assert!(tail.lines().count() <= 2, "{tail:?}");
-    let prev = logs(&r.api, "logs", LogParams { previous: true, ..Default::default() }).await;
-    assert!(prev.contains("line5") && prev.contains("last"), "previous instance: {prev:?}");
-    let ts = logs(&r.api, "logs", LogParams { previous: true, timestamps: true, tail_lines: Some(1), ..Default::default() }).await;
+    let prev = logs(
+        &r.api,
+        "logs",
+        LogParams {
+            previous: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(
+        prev.contains("line5") && prev.contains("last"),
+        "previous instance: {prev:?}"
+    );
+    let ts = logs(
+        &r.api,
+        "logs",
+        LogParams {
+            previous: true,
+            timestamps: true,
+            tail_lines: Some(1),
+            ..Default::default()
+        },
+    )
+    .await;
     let first = ts.split_whitespace().next().unwrap_or("");
-    assert!(chrono::DateTime::parse_from_rfc3339(first).is_ok(), "timestamped: {ts:?}");
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(first).is_ok(),
+        "timestamped: {ts:?}"
+    );
     // Follow: a running instance streams new lines as they come.
     let api2 = r.api.clone();
     let got = tokio::time::timeout(T, async move {
         loop {
-            let lp = LogParams { follow: true, ..Default::default() };
+            let lp = LogParams {
+                follow: true,
+                ..Default::default()
+            };
             if let Ok(s) = api2.logs("logs", &lp).await {
                 let mut s = Box::pin(s);
                 let mut out = Vec::new();
@@ -319,21 +537,35 @@ async fn real_logs_follow_tail_previous_timestamps() {
     .await
     .expect("followed a whole instance");
     assert!(got.find("line1") < got.find("last"));
-    let bad = r.api.logs_string("logs", &LogParams { container: Some("nope".into()), ..Default::default() }).await;
+    let bad = r
+        .api
+        .logs_string(
+            "logs",
+            &LogParams {
+                container: Some("nope".into()),
+                ..Default::default()
+            },
+        )
+        .await;
     assert!(bad.is_err());
     r.delete_all().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_configmap_secret_volumes_and_env_from_all_sources() {
-    let Some(r) = Rig::new(|_| {}).await else { return };
+    let Some(r) = Rig::new(|_| {}).await else {
+        return;
+    };
     let cms = r.client.api::<ConfigMap>(Some("default"));
     let secrets = r.client.api::<Secret>(Some("default"));
     let mut cm = ConfigMap::with_meta(ObjectMeta::namespaced("default", "cfg"));
     cm.data.insert("color".into(), "blue".into());
     cms.create(&cm).await.unwrap();
     let mut s = Secret::with_meta(ObjectMeta::namespaced("default", "creds"));
-    s.data.insert("password".into(), base64::engine::general_purpose::STANDARD.encode("hunter2"));
+    s.data.insert(
+        "password".into(),
+        base64::engine::general_purpose::STANDARD.encode("hunter2"),
+    );
     secrets.create(&s).await.unwrap();
 
     let mut c = sh(
@@ -341,45 +573,125 @@ async fn real_configmap_secret_volumes_and_env_from_all_sources() {
         "echo POD=$POD NS=$NS UID=$MYUID NODE=$NODE IP=$HOSTIP LIT=$LIT COLOR=$COLOR PW=$PW FROM=$CFG_color MEM=$MEM; \
          while true; do echo vol=$(cat /etc/cfg/color)/$(cat /etc/sec/password); sleep 0.3; done",
     );
-    let fr = |p: &str| Some(EnvVarSource { field_ref: Some(ObjectFieldSelector { api_version: None, field_path: p.into() }), ..Default::default() });
+    let fr = |p: &str| {
+        Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                api_version: None,
+                field_path: p.into(),
+            }),
+            ..Default::default()
+        })
+    };
     c.env = vec![
-        EnvVar { name: "POD".into(), value: None, value_from: fr("metadata.name") },
-        EnvVar { name: "NS".into(), value: None, value_from: fr("metadata.namespace") },
-        EnvVar { name: "MYUID".into(), value: None, value_from: fr("metadata.uid") },
-        EnvVar { name: "NODE".into(), value: None, value_from: fr("spec.nodeName") },
-        EnvVar { name: "HOSTIP".into(), value: None, value_from: fr("status.hostIP") },
-        EnvVar { name: "LIT".into(), value: Some("x-$(POD)".into()), value_from: None },
+        EnvVar {
+            name: "POD".into(),
+            value: None,
+            value_from: fr("metadata.name"),
+        },
+        EnvVar {
+            name: "NS".into(),
+            value: None,
+            value_from: fr("metadata.namespace"),
+        },
+        EnvVar {
+            name: "MYUID".into(),
+            value: None,
+            value_from: fr("metadata.uid"),
+        },
+        EnvVar {
+            name: "NODE".into(),
+            value: None,
+            value_from: fr("spec.nodeName"),
+        },
+        EnvVar {
+            name: "HOSTIP".into(),
+            value: None,
+            value_from: fr("status.hostIP"),
+        },
+        EnvVar {
+            name: "LIT".into(),
+            value: Some("x-$(POD)".into()),
+            value_from: None,
+        },
         EnvVar {
             name: "COLOR".into(),
             value: None,
-            value_from: Some(EnvVarSource { config_map_key_ref: Some(KeySelector { name: Some("cfg".into()), key: "color".into(), optional: None }), ..Default::default() }),
+            value_from: Some(EnvVarSource {
+                config_map_key_ref: Some(KeySelector {
+                    name: Some("cfg".into()),
+                    key: "color".into(),
+                    optional: None,
+                }),
+                ..Default::default()
+            }),
         },
         EnvVar {
             name: "PW".into(),
             value: None,
-            value_from: Some(EnvVarSource { secret_key_ref: Some(KeySelector { name: Some("creds".into()), key: "password".into(), optional: None }), ..Default::default() }),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(KeySelector {
+                    name: Some("creds".into()),
+                    key: "password".into(),
+                    optional: None,
+                }),
+                ..Default::default()
+            }),
         },
         EnvVar {
             name: "MEM".into(),
             value: None,
             value_from: Some(EnvVarSource {
-                resource_field_ref: Some(kapsel_api::ResourceFieldSelector { container_name: None, resource: "limits.memory".into(), divisor: Some(kapsel_api::Quantity::new("1Mi")) }),
+                resource_field_ref: Some(kapsel_api::ResourceFieldSelector {
+                    container_name: None,
+                    resource: "limits.memory".into(),
+                    divisor: Some(kapsel_api::Quantity::new("1Mi")),
+                }),
                 ..Default::default()
             }),
         },
     ];
-    c.env_from = vec![EnvFromSource { prefix: Some("CFG_".into()), config_map_ref: Some(OptionalRef { name: Some("cfg".into()), optional: None }), secret_ref: None }];
+    c.env_from = vec![EnvFromSource {
+        prefix: Some("CFG_".into()),
+        config_map_ref: Some(OptionalRef {
+            name: Some("cfg".into()),
+            optional: None,
+        }),
+        secret_ref: None,
+    }];
     let mut res = kapsel_api::ResourceRequirements::default();
-    res.limits.insert("memory".into(), kapsel_api::Quantity::new("64Mi"));
+    res.limits
+        .insert("memory".into(), kapsel_api::Quantity::new("64Mi"));
     c.resources = Some(res);
     c.volume_mounts = vec![
-        VolumeMount { name: "cfg".into(), mount_path: "/etc/cfg".into(), ..Default::default() },
-        VolumeMount { name: "sec".into(), mount_path: "/etc/sec".into(), ..Default::default() },
+        VolumeMount {
+            name: "cfg".into(),
+            mount_path: "/etc/cfg".into(),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: "sec".into(),
+            mount_path: "/etc/sec".into(),
+            ..Default::default()
+        },
     ];
     let mut p = pod("inputs", "real", vec![c]);
     p.spec.as_mut().unwrap().volumes = vec![
-        Volume { name: "cfg".into(), config_map: Some(ConfigMapVolumeSource { name: Some("cfg".into()), ..Default::default() }), ..Default::default() },
-        Volume { name: "sec".into(), secret: Some(SecretVolumeSource { secret_name: Some("creds".into()), ..Default::default() }), ..Default::default() },
+        Volume {
+            name: "cfg".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: Some("cfg".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        Volume {
+            name: "sec".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some("creds".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
     ];
     let created = r.api.create(&p).await.unwrap();
     let out = wait_log(&r.api, "inputs", "c", "vol=blue/hunter2").await;
@@ -391,7 +703,10 @@ async fn real_configmap_secret_volumes_and_env_from_all_sources() {
     cur.data.insert("color".into(), "green".into());
     cms.replace("cfg", &cur).await.unwrap();
     let mut cur = secrets.get("creds").await.unwrap();
-    cur.data.insert("password".into(), base64::engine::general_purpose::STANDARD.encode("s3cret"));
+    cur.data.insert(
+        "password".into(),
+        base64::engine::general_purpose::STANDARD.encode("s3cret"),
+    );
     secrets.replace("creds", &cur).await.unwrap();
     wait_log(&r.api, "inputs", "c", "vol=green/s3cret").await;
     r.delete_all().await;
@@ -399,26 +714,56 @@ async fn real_configmap_secret_volumes_and_env_from_all_sources() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_bad_input_reasons_and_no_leftovers() {
-    let Some(r) = Rig::new(|_| {}).await else { return };
+    let Some(r) = Rig::new(|_| {}).await else {
+        return;
+    };
     let mut nouser = pod("nouser", "real", vec![sh("c", "sleep 100")]);
-    nouser.spec.as_mut().unwrap().containers[0].security_context = Some(kapsel_api::SecurityContext { run_as_user: Some(4242), run_as_non_root: Some(false), ..Default::default() });
+    nouser.spec.as_mut().unwrap().containers[0].security_context =
+        Some(kapsel_api::SecurityContext {
+            run_as_user: Some(4242),
+            run_as_non_root: Some(false),
+            ..Default::default()
+        });
     let nocmd = pod("nocmd", "real", vec![container("c", "busybox", &[])]);
-    let badcmd = pod("badcmd", "real", vec![container("c", "busybox", &["/no/such/binary"])]);
+    let badcmd = pod(
+        "badcmd",
+        "real",
+        vec![container("c", "busybox", &["/no/such/binary"])],
+    );
     let mut badvol = pod("badvol", "real", vec![sh("c", "sleep 100")]);
     badvol.spec.as_mut().unwrap().volumes = vec![Volume {
         name: "h".into(),
-        host_path: Some(kapsel_api::HostPathVolumeSource { path: "/definitely/not/here".into(), type_: Some("Directory".into()) }),
+        host_path: Some(kapsel_api::HostPathVolumeSource {
+            path: "/definitely/not/here".into(),
+            type_: Some("Directory".into()),
+        }),
         ..Default::default()
     }];
-    badvol.spec.as_mut().unwrap().containers[0].volume_mounts = vec![VolumeMount { name: "h".into(), mount_path: "/h".into(), ..Default::default() }];
+    badvol.spec.as_mut().unwrap().containers[0].volume_mounts = vec![VolumeMount {
+        name: "h".into(),
+        mount_path: "/h".into(),
+        ..Default::default()
+    }];
     for p in [&nocmd, &badcmd, &badvol, &nouser] {
         r.api.create(p).await.unwrap();
     }
-    r.api.create(&pod("fine", "real", vec![sh("c", "exec sleep 1000")])).await.unwrap();
-    let p = wait_pod(&r.api, "nocmd", T, |p| waiting_reason(p, "c").as_deref() == Some("CreateContainerConfigError")).await;
+    r.api
+        .create(&pod("fine", "real", vec![sh("c", "exec sleep 1000")]))
+        .await
+        .unwrap();
+    let p = wait_pod(&r.api, "nocmd", T, |p| {
+        waiting_reason(p, "c").as_deref() == Some("CreateContainerConfigError")
+    })
+    .await;
     assert!(format!("{:?}", p.status).contains("no command"));
-    wait_pod(&r.api, "badcmd", T, |p| waiting_reason(p, "c").as_deref() == Some("RunContainerError")).await;
-    let p = wait_pod(&r.api, "badvol", T, |p| waiting_reason(p, "c").as_deref() == Some("CreateContainerConfigError")).await;
+    wait_pod(&r.api, "badcmd", T, |p| {
+        waiting_reason(p, "c").as_deref() == Some("RunContainerError")
+    })
+    .await;
+    let p = wait_pod(&r.api, "badvol", T, |p| {
+        waiting_reason(p, "c").as_deref() == Some("CreateContainerConfigError")
+    })
+    .await;
     assert!(format!("{:?}", p.status).contains("not a directory"));
     wait_pod(&r.api, "fine", T, |p| phase(p) == "Running").await;
     // A uid with no passwd entry is fine for Kubernetes (numeric): the pod runs.
@@ -438,12 +783,24 @@ async fn real_agent_sigkill_restart_adopts_and_cleans_up() {
     let rtm = LinuxRuntime::new(env.config.clone()).unwrap();
     let spawn = || {
         std::process::Command::new(env!("CARGO_BIN_EXE_kapsel-agent"))
-            .args(["--server", &srv.url, "--node-name", "proc", "--node-ip", "127.0.0.1"])
+            .args([
+                "--server",
+                &srv.url,
+                "--node-name",
+                "proc",
+                "--node-ip",
+                "127.0.0.1",
+            ])
             .arg("--data-dir")
             .arg(dir.path())
             .arg("--runtime-dir")
             .arg(&env.config.state_dir)
-            .args(["--cgroup-parent", &env.config.cgroup_parent, "--eviction-memory-available", "0"])
+            .args([
+                "--cgroup-parent",
+                &env.config.cgroup_parent,
+                "--eviction-memory-available",
+                "0",
+            ])
             .arg("--image-dir")
             .arg(format!("busybox={}", env.rootfs.display()))
             .env("RUST_LOG", "warn")
@@ -452,21 +809,48 @@ async fn real_agent_sigkill_restart_adopts_and_cleans_up() {
     };
     let mut agent = spawn();
     let api = pods(&srv.url);
-    api.create(&pod("keep", "proc", vec![sh("c", "exec sleep 1000")])).await.unwrap();
-    api.create(&pod("gone", "proc", vec![sh("c", "exec sleep 1000")])).await.unwrap();
+    api.create(&pod("keep", "proc", vec![sh("c", "exec sleep 1000")]))
+        .await
+        .unwrap();
+    api.create(&pod("gone", "proc", vec![sh("c", "exec sleep 1000")]))
+        .await
+        .unwrap();
     let keep = wait_pod(&api, "keep", T, |p| phase(p) == "Running").await;
     let gone = wait_pod(&api, "gone", T, |p| phase(p) == "Running").await;
     let before = rtm.list().unwrap();
-    let keep_c = before.iter().find(|c| c.labels["kapsel.pod.uid"] == keep.metadata.uid()).unwrap().clone();
+    let keep_c = before
+        .iter()
+        .find(|c| c.labels["kapsel.pod.uid"] == keep.metadata.uid())
+        .unwrap()
+        .clone();
     agent.kill().unwrap(); // SIGKILL
     agent.wait().unwrap();
-    api.delete("gone", &DeleteOptions { grace_period_seconds: Some(0), ..Default::default() }).await.unwrap();
-    assert_eq!(rtm.list().unwrap().iter().filter(|c| c.status == kapsel_runtime::ContainerStatus::Running).count(), 2, "containers survive the agent");
+    api.delete(
+        "gone",
+        &DeleteOptions {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        rtm.list()
+            .unwrap()
+            .iter()
+            .filter(|c| c.status == kapsel_runtime::ContainerStatus::Running)
+            .count(),
+        2,
+        "containers survive the agent"
+    );
     let mut agent = spawn();
     let res = tokio::time::timeout(T, async {
         loop {
             let l = rtm.list().unwrap();
-            if !l.iter().any(|c| c.labels["kapsel.pod.uid"] == gone.metadata.uid()) {
+            if !l
+                .iter()
+                .any(|c| c.labels["kapsel.pod.uid"] == gone.metadata.uid())
+            {
                 return l;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -482,7 +866,15 @@ async fn real_agent_sigkill_restart_adopts_and_cleans_up() {
     let p = api.get("keep").await.unwrap();
     assert_eq!(cstatus(&p, "c").unwrap().restart_count, 0);
     assert_eq!(phase(&p), "Running");
-    api.delete("keep", &DeleteOptions { grace_period_seconds: Some(1), ..Default::default() }).await.unwrap();
+    api.delete(
+        "keep",
+        &DeleteOptions {
+            grace_period_seconds: Some(1),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     wait_gone(&api, "keep", T).await;
     assert!(rtm.list().unwrap().is_empty());
     let _ = agent.kill();

@@ -13,7 +13,9 @@ pub async fn server() -> kapsel_apiserver::TestServer {
 }
 
 pub fn pods(url: &str) -> Api<Pod> {
-    Client::new(url).expect("client").api::<Pod>(Some("default"))
+    Client::new(url)
+        .expect("client")
+        .api::<Pod>(Some("default"))
 }
 
 pub fn container(name: &str, image: &str, cmd: &[&str]) -> Container {
@@ -38,7 +40,12 @@ pub fn pod(name: &str, node: &str, containers: Vec<Container>) -> Pod {
 }
 
 /// Wait (through a watch) until `pred` holds for the pod, or fail after `timeout`.
-pub async fn wait_pod(api: &Api<Pod>, name: &str, timeout: Duration, pred: impl Fn(&Pod) -> bool) -> Pod {
+pub async fn wait_pod(
+    api: &Api<Pod>,
+    name: &str,
+    timeout: Duration,
+    pred: impl Fn(&Pod) -> bool,
+) -> Pod {
     let fut = async {
         loop {
             let lp = ListParams::default().fields(&format!("metadata.name={name}"));
@@ -50,7 +57,9 @@ pub async fn wait_pod(api: &Api<Pod>, name: &str, timeout: Duration, pred: impl 
             let mut w = api.watch_boxed(&lp.timeout(30), &rv).await.expect("watch");
             while let Some(ev) = w.next().await {
                 let Ok(ev) = ev else { break };
-                if matches!(ev.type_, WatchEventType::Added | WatchEventType::Modified) && pred(&ev.object) {
+                if matches!(ev.type_, WatchEventType::Added | WatchEventType::Modified)
+                    && pred(&ev.object)
+                {
                     return ev.object;
                 }
             }
@@ -94,15 +103,28 @@ pub async fn wait_gone(api: &Api<Pod>, name: &str, timeout: Duration) {
 }
 
 pub fn phase(p: &Pod) -> &str {
-    p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("")
+    p.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("")
 }
 
 pub fn cstatus<'a>(p: &'a Pod, name: &str) -> Option<&'a kapsel_api::ContainerStatus> {
-    p.status.as_ref()?.container_statuses.iter().find(|c| c.name == name)
+    p.status
+        .as_ref()?
+        .container_statuses
+        .iter()
+        .find(|c| c.name == name)
 }
 
 pub fn waiting_reason(p: &Pod, name: &str) -> Option<String> {
-    cstatus(p, name)?.state.as_ref()?.waiting.as_ref()?.reason.clone()
+    cstatus(p, name)?
+        .state
+        .as_ref()?
+        .waiting
+        .as_ref()?
+        .reason
+        .clone()
 }
 
 pub fn condition(p: &Pod, t: &str) -> Option<String> {

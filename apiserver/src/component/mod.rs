@@ -26,16 +26,19 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use kapsel_api::client::{ApiResource, Client, ClientConfig, ClientError, DynamicApi, ListParams, PostParams};
+use kapsel_api::client::{
+    ApiResource, Client, ClientConfig, ClientError, DynamicApi, ListParams, PostParams,
+};
 use kapsel_api::{
     ConfigMap, DeleteOptions, Event, Lease, Node, Pod, Preconditions, Resource, Secret,
     WatchEventType,
 };
 use kapsel_proto::v1::{
-    self, log_chunk, pod_event, CreateEventRequest, CreateEventResponse, FinalizePodDeletionRequest,
-    FinalizePodDeletionResponse, LogChunk, LogRequest, ObjectRef, PodEvent, RegisterRequest,
-    RegisterResponse, RenewLeaseRequest, RenewLeaseResponse, UpdateNodeStatusRequest,
-    UpdateNodeStatusResponse, UpdatePodStatusRequest, UpdatePodStatusResponse, WatchPodsRequest,
+    self, log_chunk, pod_event, CreateEventRequest, CreateEventResponse,
+    FinalizePodDeletionRequest, FinalizePodDeletionResponse, LogChunk, LogRequest, ObjectRef,
+    PodEvent, RegisterRequest, RegisterResponse, RenewLeaseRequest, RenewLeaseResponse,
+    UpdateNodeStatusRequest, UpdateNodeStatusResponse, UpdatePodStatusRequest,
+    UpdatePodStatusResponse, WatchPodsRequest,
 };
 use kapsel_proto::{NodeAgent, NodeAgentServer};
 
@@ -320,7 +323,13 @@ impl Backend {
 
     /// Read-modify-write with compare-and-swap: `f` edits the current object (returning `false`
     /// to skip the write); conflicts reread and retry.
-    async fn update<F>(&self, api: &DynamicApi, name: &str, status: bool, mut f: F) -> Result<Value, Status>
+    async fn update<F>(
+        &self,
+        api: &DynamicApi,
+        name: &str,
+        status: bool,
+        mut f: F,
+    ) -> Result<Value, Status>
     where
         F: FnMut(&mut Value) -> Result<bool, Status>,
     {
@@ -340,7 +349,9 @@ impl Backend {
                 Err(e) => return Err(to_status(e)),
             }
         }
-        Err(Status::aborted(format!("{name}: too many conflicting updates")))
+        Err(Status::aborted(format!(
+            "{name}: too many conflicting updates"
+        )))
     }
 }
 
@@ -556,7 +567,10 @@ impl NodeAgent for ComponentService {
                                 "leaseDurationSeconds": duration, "acquireTime": now, "renewTime": now}),
                         );
                     }
-                    match api.replace(&r.node_name, &cur, &PostParams::default()).await {
+                    match api
+                        .replace(&r.node_name, &cur, &PostParams::default())
+                        .await
+                    {
                         Ok(v) => {
                             return Ok(Response::new(RenewLeaseResponse {
                                 resource_version: rv_of(&v),
@@ -628,7 +642,10 @@ impl NodeAgent for ComponentService {
         let out = self
             .backend
             .update(&api, &r.name, true, |cur| {
-                let uid = cur.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("");
+                let uid = cur
+                    .pointer("/metadata/uid")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
                 if !r.uid.is_empty() && uid != r.uid {
                     return Err(Status::failed_precondition(format!(
                         "pod {}/{} has uid {uid}, not {}",
@@ -707,7 +724,11 @@ impl NodeAgent for ComponentService {
             Ok(Ok(Some(LogChunk {
                 msg: Some(log_chunk::Msg::Hello(h)),
             }))) if !h.node_name.is_empty() => h.node_name,
-            _ => return Err(Status::invalid_argument("the first message must be a Hello")),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message must be a Hello",
+                ))
+            }
         };
         let (tx, rx) = mpsc::channel(64);
         let pending: Arc<Mutex<HashMap<u64, mpsc::Sender<LogPiece>>>> = Default::default();
@@ -733,7 +754,10 @@ impl NodeAgent for ComponentService {
                     LogPiece::Data(Bytes::from(d.data))
                 } else {
                     LogPiece::Error {
-                        code: u16::try_from(d.code).ok().filter(|c| *c >= 400).unwrap_or(500),
+                        code: u16::try_from(d.code)
+                            .ok()
+                            .filter(|c| *c >= 400)
+                            .unwrap_or(500),
                         message: d.error,
                     }
                 };
@@ -795,7 +819,9 @@ pub fn mount(app: axum::Router, listener: &tokio::net::TcpListener) -> axum::Rou
     let cfg = ComponentConfig {
         api_url: url,
         api_token: None,
-        agent_token: std::env::var("KAPSEL_AGENT_TOKEN").ok().filter(|t| !t.is_empty()),
+        agent_token: std::env::var("KAPSEL_AGENT_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty()),
     };
     let svc = match ComponentService::new(cfg) {
         Ok(s) => s,
@@ -848,11 +874,20 @@ async fn pod_log(
     axum::extract::Path((ns, name)): axum::extract::Path<(String, String)>,
     axum::extract::Query(q): axum::extract::Query<LogParamsQuery>,
 ) -> axum::response::Response {
-    let pod = match st.pods.dynamic(ApiResource::of::<Pod>(), Some(&ns)).get(&name).await {
+    let pod = match st
+        .pods
+        .dynamic(ApiResource::of::<Pod>(), Some(&ns))
+        .get(&name)
+        .await
+    {
         Ok(p) => p,
         Err(e) => {
             let code = e.code().unwrap_or(500);
-            let reason = if code == 404 { "NotFound" } else { "InternalError" };
+            let reason = if code == 404 {
+                "NotFound"
+            } else {
+                "InternalError"
+            };
             return status_body(code, reason, &e.to_string());
         }
     };
@@ -880,7 +915,8 @@ async fn pod_log(
     };
     match st.registry.logs(node, &query).await {
         Ok(stream) => {
-            let body = axum::body::Body::from_stream(stream.map(|r| r.map_err(std::io::Error::other)));
+            let body =
+                axum::body::Body::from_stream(stream.map(|r| r.map_err(std::io::Error::other)));
             let mut resp = axum::response::Response::new(body);
             resp.headers_mut().insert(
                 axum::http::header::CONTENT_TYPE,

@@ -275,10 +275,8 @@ fn validate(spec: &ContainerSpec) -> Result<()> {
             return Err(invalid(format!("bad hostname {h:?}")));
         }
     }
-    if spec.share_process_namespace {
-        return Err(RuntimeError::Unsupported(
-            "shareProcessNamespace (needs a long-lived pod pid 1)".into(),
-        ));
+    if spec.share_process_namespace && spec.sandbox.is_none() {
+        return Err(invalid("shareProcessNamespace needs a sandbox"));
     }
     Ok(())
 }
@@ -412,6 +410,77 @@ fn loopback_up() -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Start the pod pid namespace's pid 1: a reaper that only waits for SIGCHLD and reaps. Double
+/// fork, so it is not our child; non-dumpable, no fds, every signal blocked (it dies only by
+/// SIGKILL from the host). Returns its host pid.
+fn spawn_pid_holder() -> Result<i32> {
+    let (rd, wr) = channel::pair()?;
+    // SAFETY: the children only make raw syscalls and leave with _exit.
+    let a = unsafe { libc::fork() };
+    if a < 0 {
+        return Err(RuntimeError::Io {
+            context: "fork pid holder".into(),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    if a == 0 {
+        // SAFETY: raw syscalls in the forked child, ending in _exit.
+        unsafe {
+            libc::setsid();
+            if libc::unshare(libc::CLONE_NEWPID) != 0 {
+                libc::_exit(1);
+            }
+            let b = libc::fork();
+            if b == 0 {
+                libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+                libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0);
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigfillset(&mut set);
+                libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+                let mut chld: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut chld);
+                libc::sigaddset(&mut chld, libc::SIGCHLD);
+                loop {
+                    libc::sigwaitinfo(&chld, std::ptr::null_mut());
+                    while libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) > 0 {}
+                }
+            }
+            let pid = b.to_ne_bytes();
+            libc::send(
+                wr.as_raw_fd(),
+                pid.as_ptr().cast(),
+                pid.len(),
+                libc::MSG_NOSIGNAL,
+            );
+            libc::_exit(if b > 0 { 0 } else { 1 });
+        }
+    }
+    drop(wr);
+    let mut st = 0;
+    // SAFETY: reaping our own child.
+    unsafe { libc::waitpid(a, &mut st, 0) };
+    let mut buf = [0u8; 4];
+    // SAFETY: valid buffer.
+    let n = unsafe { libc::recv(rd.as_raw_fd(), buf.as_mut_ptr().cast(), 4, 0) };
+    let pid = i32::from_ne_bytes(buf);
+    if n != 4 || pid <= 0 {
+        return Err(RuntimeError::Channel("pid holder did not start".into()));
+    }
+    Ok(pid)
+}
+
+/// Is `pid` the init (pid 1) of its own pid namespace? (last NSpid field)
+fn is_ns_init(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("NSpid:"))
+                .and_then(|v| v.split_whitespace().last().map(|x| x == "1"))
+        })
+        .unwrap_or(false)
 }
 
 /// Create a user namespace mapping `0..USERNS_SIZE` to `host_id..`, return an fd for it.
@@ -766,6 +835,7 @@ impl Runtime for LinuxRuntime {
         let cgroup = self.pod_cgroup(&spec.id);
         let mut res = spec.resources.clone();
         res.pids_limit = res.pids_limit.or(self.config.default_pids_limit);
+        let holder = Mutex::new(None::<i32>);
         let result = (|| -> Result<()> {
             self.cgroups.create(&cgroup, &res)?;
             for (name, _) in SANDBOX_NS {
@@ -797,17 +867,33 @@ impl Runtime for LinuxRuntime {
             })
             .join()
             .map_err(|_| RuntimeError::Channel("sandbox thread panicked".into()))??;
+            let pid_holder = if spec.share_pid {
+                let pid = spawn_pid_holder()?;
+                *holder.lock().unwrap_or_else(|p| p.into_inner()) = Some(pid);
+                // in the pod cgroup, so removing the pod kills it too
+                for f in self.cgroups.procs_files(&cgroup) {
+                    std::fs::write(&f, pid.to_string()).ctx(|| format!("write {}", f.display()))?;
+                }
+                Some((pid, pid_start_time(pid).unwrap_or_default()))
+            } else {
+                None
+            };
             state::write_json(
                 &dir.join("sandbox.json"),
                 &PersistedSandbox {
                     id: spec.id.clone(),
                     hostname: spec.hostname.clone(),
                     cgroup: cgroup.clone(),
+                    pid_holder,
                 },
             )
         })();
         if let Err(err) = result {
             tracing::error!(?err, sandbox = %spec.id, "create_sandbox failed; cleaning up");
+            if let Some(pid) = *holder.lock().unwrap_or_else(|p| p.into_inner()) {
+                // SAFETY: kill(2) on the holder we just started.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
             for (name, _) in SANDBOX_NS {
                 let _ = nix::mount::umount2(&dir.join(name), MntFlags::MNT_DETACH);
             }
@@ -826,6 +912,22 @@ impl Runtime for LinuxRuntime {
             if c.sandbox.as_ref() == Some(id) {
                 self.delete(&c.id)?;
             }
+        }
+        if let Some(fd) = sb
+            .pid_holder
+            .and_then(|(pid, start)| pidfd_open(pid, start))
+        {
+            // SAFETY: pidfd_send_signal with a valid pidfd.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    fd.as_raw_fd(),
+                    libc::SIGKILL,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                )
+            };
+            poll_pidfd(&fd, Some(Duration::from_secs(5)));
         }
         for (name, _) in SANDBOX_NS {
             match nix::mount::umount2(&dir.join(name), MntFlags::MNT_DETACH) {
@@ -924,15 +1026,30 @@ impl Runtime for LinuxRuntime {
                 )?)
             },
         };
+        let pidns = match (&sandbox, spec.share_process_namespace) {
+            (Some(sb), true) => {
+                let (pid, start) = sb.pid_holder.ok_or_else(|| {
+                    invalid("shareProcessNamespace needs a sandbox created with share_pid")
+                })?;
+                let _pin = pidfd_open(pid, start)
+                    .ok_or_else(|| RuntimeError::Channel("pod pid namespace is gone".into()))?;
+                Some(open_cloexec(
+                    Path::new(&format!("/proc/{pid}/ns/pid")),
+                    false,
+                )?)
+            }
+            _ => None,
+        };
         let plan = self.build_plan(spec, &dir, &fds, uid, gid, groups)?;
         let supervisor = spawn_supervisor(&SpawnRequest {
             plan: &plan,
-            join_pidns: None,
+            join_pidns: pidns.as_ref().map(|f| f.as_raw_fd()),
             devnull: fds.devnull.as_raw_fd(),
             exit_file: dir.join("exit.json"),
         })?;
         guard.supervisor = Some(supervisor);
         drop(fds);
+        drop(pidns);
         let chan = MainChannel { fd: sync_main };
         let deadline = Instant::now() + self.config.init_timeout;
         let mut init_pid = None;
@@ -1021,7 +1138,8 @@ impl Runtime for LinuxRuntime {
         let mut sig = signal;
         // The command is pid 1: the kernel drops default-action signals sent to it. Emulate
         // the default action (terminate) so kill/SIGTERM behaves like outside a container.
-        if DEFAULT_FATAL.contains(&signal) && !handles_signal(st.pid, signal) {
+        if DEFAULT_FATAL.contains(&signal) && is_ns_init(st.pid) && !handles_signal(st.pid, signal)
+        {
             sig = libc::SIGKILL;
             st.emulated_signal = Some(signal);
             self.save(&st)?;

@@ -62,6 +62,10 @@ pub struct SandboxSpec {
     /// Pod-level limits (the pod cgroup). `pids_limit` defaults to the runtime's default.
     #[serde(default)]
     pub resources: Resources,
+    /// `shareProcessNamespace`: a pod pid namespace whose pid 1 is a tiny reaper process (the
+    /// only long-lived helper; a pid namespace cannot outlive its init).
+    #[serde(default)]
+    pub share_pid: bool,
 }
 
 /// Cgroup limits. `None` means unlimited / kernel default.
@@ -203,7 +207,8 @@ pub struct ContainerSpec {
     #[serde(default = "yes")]
     pub host_users: bool,
     pub userns_host_id: Option<u32>,
-    /// Share the sandbox's pid namespace? Not supported yet (needs a long-lived pid 1).
+    /// Join the sandbox's pid namespace (the sandbox needs `share_pid`); the command is then
+    /// not pid 1, the sandbox's reaper is.
     #[serde(default)]
     pub share_process_namespace: bool,
     /// Files that receive the container's stdout / stderr (appended); `/dev/null` when unset.

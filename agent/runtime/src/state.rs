@@ -41,6 +41,9 @@ pub struct PersistedSandbox {
     pub id: SandboxId,
     pub hostname: String,
     pub cgroup: String,
+    /// (pid, start time) of the pod pid namespace's pid 1 when the pod shares its pid namespace.
+    #[serde(default)]
+    pub pid_holder: Option<(i32, u64)>,
 }
 
 pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
@@ -103,6 +106,7 @@ mod tests {
             id: SandboxId::new("p1").unwrap(),
             hostname: "h".into(),
             cgroup: "kapsel/pod-p1".into(),
+            pid_holder: None,
         };
         write_json(&p, &v).unwrap();
         assert_eq!(read_json::<PersistedSandbox>(&p).unwrap(), Some(v));

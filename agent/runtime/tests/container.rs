@@ -489,6 +489,7 @@ fn sandbox_shares_net_ipc_uts_between_containers() {
             id: sid.clone(),
             hostname: "kt-pod".into(),
             resources: Default::default(),
+            share_pid: false,
         })
         .unwrap();
     let script = "hostname; readlink /proc/self/ns/net; readlink /proc/self/ns/ipc; readlink /proc/self/ns/mnt; ip link show lo | head -1";
@@ -625,4 +626,46 @@ fn host_users_false_runs_in_a_mapped_user_namespace() {
         !out.contains("etc-writable") && !out.contains("mounted"),
         "{out}"
     );
+}
+
+#[test]
+fn shared_pid_namespace_sees_the_pods_processes() {
+    let Some(env) = Env::new() else { return };
+    let sid = kapsel_runtime::SandboxId::new("kt-spid").unwrap();
+    env.rt
+        .create_sandbox(&kapsel_runtime::SandboxSpec {
+            id: sid.clone(),
+            hostname: "kt-spid".into(),
+            resources: Default::default(),
+            share_pid: true,
+        })
+        .unwrap();
+    let mut a = env.spec("sa", &["/bin/sleep", "30"]);
+    a.sandbox = Some(sid.clone());
+    a.share_process_namespace = true;
+    let ida = env.rt.create(&a).unwrap();
+    env.rt.start(&ida).unwrap();
+    let mut b = env.sh(
+        "sb",
+        "echo me=$$; ps -o pid,comm | grep -c sleep; cat /proc/1/status | grep -c NoNewPrivs",
+    );
+    b.sandbox = Some(sid.clone());
+    b.share_process_namespace = true;
+    let (st, out) = env.run(&b);
+    assert_eq!(st.code, 0, "{}", env.stderr("sb"));
+    let l: Vec<&str> = out.lines().collect();
+    assert_ne!(l[0], "me=1", "the pod's reaper is pid 1, not the command");
+    assert_eq!(l[1], "1", "container a's sleep is visible: {out}");
+    // the reaper's /proc/1 is not readable in depth (non-dumpable)... but exists
+    // SIGTERM to a non-pid-1 command is delivered normally
+    env.rt.signal(&ida, libc::SIGTERM).unwrap();
+    let st = env.rt.wait(&ida, Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(st.signal, Some(libc::SIGTERM));
+    // without a share_pid sandbox the option is refused
+    let mut c = env.spec("sc", &["/bin/true"]);
+    c.share_process_namespace = true;
+    assert!(env.rt.create(&c).unwrap_err().is_spec_error());
+    env.rt.remove_sandbox(&sid).unwrap();
+    assert!(env.cgroup_dirs_named("pod-kt-spid").is_empty());
+    assert!(env.rt.list().unwrap().is_empty());
 }

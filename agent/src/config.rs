@@ -58,6 +58,8 @@ pub struct AgentConfig {
     pub status_update_interval: Duration,
     /// How often each pod worker looks at its containers without being told to.
     pub sync_period: Duration,
+    /// How often node and pod usage is reported (`kapsel top`).
+    pub stats_interval: Duration,
     /// How often configMap/secret volumes are refreshed.
     pub volume_resync: Duration,
     pub backoff: BackoffConfig,
@@ -94,6 +96,7 @@ impl AgentConfig {
             status_update_interval: Duration::from_secs(10),
             sync_period: Duration::from_secs(1),
             volume_resync: Duration::from_secs(10),
+            stats_interval: Duration::from_secs(10),
             backoff: BackoffConfig::default(),
             log_max_bytes: 10 * 1024 * 1024,
             log_max_files: 3,

@@ -57,6 +57,8 @@ pub trait ControlPlane: Send + Sync + 'static {
     /// Remove the pod object: its containers are gone.
     async fn finalize_pod_deletion(&self, pod: &Pod) -> Result<()>;
     async fn create_event(&self, event: &Event) -> Result<()>;
+    /// Latest node and pod usage (for `kapsel top`).
+    async fn report_stats(&self, stats: &v1::NodeStats) -> Result<()>;
     /// Hold the log relay stream open, serving requests, until it breaks.
     async fn serve_logs(&self, node: &str, server: Arc<dyn LogServer>) -> Result<()>;
 }
@@ -240,6 +242,11 @@ impl ControlPlane for GrpcControlPlane {
                 event: Some(v1::Object::new("Event", to_json(event)?)),
             }))
             .await?;
+        Ok(())
+    }
+
+    async fn report_stats(&self, stats: &v1::NodeStats) -> Result<()> {
+        self.client().report_stats(self.req(stats.clone())).await?;
         Ok(())
     }
 

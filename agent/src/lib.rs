@@ -22,6 +22,7 @@ pub mod logserver;
 pub mod model;
 pub mod node;
 pub mod probes;
+pub mod stats;
 pub mod status;
 pub mod sync;
 pub mod volumes;
@@ -120,6 +121,7 @@ impl Agent {
         if !ctx.cfg.hollow && ctx.cfg.eviction_memory_available > 0 {
             tasks.spawn(evict::run(ctx.clone()));
         }
+        tasks.spawn(stats::run(ctx.clone(), ctx.cfg.stats_interval));
         tasks.spawn(mgr.run());
         // The tasks loop forever; if one ends, something is badly wrong.
         if let Some(Err(e)) = tasks.join_next().await {

@@ -117,6 +117,11 @@ impl Ctx {
     }
 }
 
+/// `shareProcessNamespace: true`.
+fn share_pid(pod: &Pod) -> bool {
+    pod.spec.as_ref().and_then(|s| s.share_process_namespace) == Some(true)
+}
+
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
@@ -509,6 +514,7 @@ impl Worker {
             id,
             hostname,
             resources: Resources::default(),
+            share_pid: share_pid(pod),
         };
         std::fs::create_dir_all(self.ctx.pod_dir(&self.uid)).map_err(|e| AgentError::Io {
             context: "create pod dir".into(),
@@ -665,6 +671,10 @@ impl Worker {
                 .and_then(|v| u64::try_from(v).ok());
         }
         spec.mounts = mounts;
+        spec.share_process_namespace = share_pid(pod);
+        if let Some(h) = pod.spec.as_ref().and_then(|s| s.host_users) {
+            spec.host_users = h;
+        }
         spec.etc_hosts = Some(format!(
             "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n",
             pod.metadata.name()
@@ -936,7 +946,6 @@ impl Worker {
         }
         let _ = self.refresh(Some(pod)).await;
         // Final status: everything terminated.
-        self.memo.evicted = self.memo.evicted.take();
         let mut final_pod = pod.clone();
         if let Some(s) = &self.last_status {
             final_pod.status = Some(s.clone());
@@ -950,8 +959,17 @@ impl Worker {
         );
         let _ = self.ctx.cp.update_pod_status(pod, &st).await;
         self.cleanup(pod).await;
-        if let Err(e) = self.ctx.cp.finalize_pod_deletion(pod).await {
-            tracing::warn!(pod = %self.pod_name(), error = %e, "finalizing the deletion failed");
+        // The containers are gone: remove the object (retried; a restarted agent finishes it too).
+        let mut delay = Duration::from_millis(100);
+        for attempt in 0..10 {
+            match self.ctx.cp.finalize_pod_deletion(pod).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(pod = %self.pod_name(), error = %e, attempt, "finalizing the deletion failed");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
         }
     }
 

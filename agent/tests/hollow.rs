@@ -441,3 +441,42 @@ async fn many_hollow_agents_in_one_process() {
         assert_eq!(a.runtime.list().unwrap().len(), 1);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_and_pod_usage_served_as_metrics_for_top() {
+    let srv = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let _a = hollow::start(&srv.url, "n1", dir.path(), |c| {
+        c.stats_interval = Duration::from_millis(200)
+    })
+    .unwrap();
+    let api = pods(&srv.url);
+    api.create(&pod("m", "n1", vec![container("c", "img", &["x"])]))
+        .await
+        .unwrap();
+    wait_pod(&api, "m", T, |p| phase(p) == "Running").await;
+    let client = Client::new(&srv.url).unwrap();
+    let (node, pods) = tokio::time::timeout(T, async {
+        loop {
+            let n: Result<serde_json::Value, _> = client
+                .get_json("/apis/metrics.k8s.io/v1beta1/nodes/n1")
+                .await;
+            let p: Result<serde_json::Value, _> = client
+                .get_json("/apis/metrics.k8s.io/v1beta1/namespaces/default/pods")
+                .await;
+            if let (Ok(n), Ok(p)) = (n, p) {
+                if p["items"].as_array().is_some_and(|i| !i.is_empty()) {
+                    return (n, p);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("metrics reported");
+    assert_eq!(node["kind"], "NodeMetrics");
+    assert!(node["usage"]["cpu"].as_str().unwrap().ends_with('n'));
+    assert!(node["usage"]["memory"].as_str().unwrap().ends_with("Ki"));
+    assert_eq!(pods["items"][0]["metadata"]["name"], "m");
+    assert_eq!(pods["items"][0]["containers"][0]["name"], "c");
+}

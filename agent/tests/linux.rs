@@ -311,8 +311,9 @@ async fn real_probes_liveness_restarts_readiness_flips_exec_http_tcp() {
             port: IntOrString::Int(9090),
             host: None,
         }),
+        initial_delay_seconds: Some(1),
         period_seconds: Some(1),
-        failure_threshold: Some(1),
+        failure_threshold: Some(2),
         ..Default::default()
     });
     tcp.readiness_probe = Some(Probe {

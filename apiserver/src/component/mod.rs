@@ -7,6 +7,9 @@
 //! written). Every call therefore goes through admission and validation exactly like a REST
 //! client's. Moving to the in-process write path changes only [`Backend`]'s body.
 //!
+//! Also served from the agents' reports: `metrics.k8s.io/v1beta1` node and pod metrics
+//! (`kapsel top`), kept in memory.
+//!
 //! Mount with [`component_service`]: a `tonic::service::Routes` that turns into an axum router
 //! (`.into_axum_router()`) and serves on the same listener as REST (requests with
 //! `content-type: application/grpc` under `/kapsel.v1.NodeAgent/`). The listener must speak
@@ -87,6 +90,8 @@ struct AgentConn {
 pub struct AgentRegistry {
     agents: Arc<Mutex<HashMap<String, AgentConn>>>,
     next_id: Arc<AtomicU64>,
+    /// The latest usage report of each node (for metrics.k8s.io / `kapsel top`).
+    stats: Arc<Mutex<HashMap<String, v1::NodeStats>>>,
 }
 
 /// What `kapsel logs` asks for.
@@ -108,6 +113,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl AgentRegistry {
+    /// The latest usage reports, by node.
+    pub fn stats(&self) -> Vec<v1::NodeStats> {
+        let mut v: Vec<v1::NodeStats> = lock(&self.stats).values().cloned().collect();
+        v.sort_by(|a, b| a.node_name.cmp(&b.node_name));
+        v
+    }
+
     /// Names of the nodes whose agents hold a log relay stream.
     pub fn connected(&self) -> Vec<String> {
         let mut v: Vec<String> = lock(&self.agents).keys().cloned().collect();
@@ -712,6 +724,19 @@ impl NodeAgent for ComponentService {
         Ok(Response::new(CreateEventResponse {}))
     }
 
+    async fn report_stats(
+        &self,
+        req: Request<v1::NodeStats>,
+    ) -> Result<Response<v1::ReportStatsResponse>, Status> {
+        self.check_auth(&req)?;
+        let s = req.into_inner();
+        if s.node_name.is_empty() {
+            return Err(Status::invalid_argument("node_name missing"));
+        }
+        lock(&self.registry.stats).insert(s.node_name.clone(), s);
+        Ok(Response::new(v1::ReportStatsResponse {}))
+    }
+
     type LogStreamStream = LogRequestStream;
 
     async fn log_stream(
@@ -841,8 +866,26 @@ pub fn mount(app: axum::Router, listener: &tokio::net::TcpListener) -> axum::Rou
             axum::routing::get(pod_log),
         )
         .with_state(state);
+    let m = "/apis/metrics.k8s.io/v1beta1";
+    let metrics = axum::Router::new()
+        .route(&format!("{m}/nodes"), axum::routing::get(node_metrics))
+        .route(
+            &format!("{m}/nodes/{{name}}"),
+            axum::routing::get(node_metric),
+        )
+        .route(&format!("{m}/pods"), axum::routing::get(all_pod_metrics))
+        .route(
+            &format!("{m}/namespaces/{{ns}}/pods"),
+            axum::routing::get(ns_pod_metrics),
+        )
+        .route(
+            &format!("{m}/namespaces/{{ns}}/pods/{{name}}"),
+            axum::routing::get(pod_metric),
+        )
+        .with_state(registry.clone());
     app.merge(tonic::service::Routes::new(NodeAgentServer::new(svc)).into_axum_router())
         .merge(logs)
+        .merge(metrics)
         .layer(axum::Extension(registry))
 }
 
@@ -933,5 +976,122 @@ async fn pod_log(
             status_body(code, reason, &message)
         }
         Err(e) => status_body(503, "ServiceUnavailable", &e.to_string()),
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// metrics.k8s.io (what `kapsel top` / `kubectl top` read), from the agents' reports
+// ------------------------------------------------------------------------------------------
+
+fn usage_json(u: Option<&v1::Usage>) -> Value {
+    let u = u.cloned().unwrap_or_default();
+    serde_json::json!({
+        "cpu": format!("{}n", u.cpu_nano_cores),
+        "memory": format!("{}Ki", u.memory_working_set_bytes / 1024),
+    })
+}
+
+fn ts(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+fn window(ms: i64) -> String {
+    format!("{}s", (ms.max(1000) + 500) / 1000)
+}
+
+fn node_metrics_json(s: &v1::NodeStats) -> Value {
+    serde_json::json!({
+        "kind": "NodeMetrics", "apiVersion": "metrics.k8s.io/v1beta1",
+        "metadata": {"name": s.node_name, "creationTimestamp": ts(s.timestamp_unix_ms)},
+        "timestamp": ts(s.timestamp_unix_ms), "window": window(s.window_ms),
+        "usage": usage_json(s.node.as_ref()),
+    })
+}
+
+fn pod_metrics_json(s: &v1::NodeStats, p: &v1::PodUsage) -> Value {
+    let containers: Vec<Value> = p
+        .containers
+        .iter()
+        .map(|c| serde_json::json!({"name": c.name, "usage": usage_json(c.usage.as_ref())}))
+        .collect();
+    serde_json::json!({
+        "kind": "PodMetrics", "apiVersion": "metrics.k8s.io/v1beta1",
+        "metadata": {"name": p.name, "namespace": p.namespace, "creationTimestamp": ts(s.timestamp_unix_ms)},
+        "timestamp": ts(s.timestamp_unix_ms), "window": window(s.window_ms),
+        "containers": containers,
+    })
+}
+
+fn list_json(kind: &str, items: Vec<Value>) -> axum::response::Response {
+    axum::response::IntoResponse::into_response(axum::Json(serde_json::json!({
+        "kind": kind, "apiVersion": "metrics.k8s.io/v1beta1", "metadata": {}, "items": items,
+    })))
+}
+
+fn pods_matching(reg: &AgentRegistry, ns: Option<&str>) -> Vec<Value> {
+    let mut out = Vec::new();
+    for s in reg.stats() {
+        for p in &s.pods {
+            if ns.is_none_or(|n| n == p.namespace) {
+                out.push(pod_metrics_json(&s, p));
+            }
+        }
+    }
+    out
+}
+
+async fn node_metrics(
+    axum::extract::State(reg): axum::extract::State<AgentRegistry>,
+) -> axum::response::Response {
+    list_json(
+        "NodeMetricsList",
+        reg.stats().iter().map(node_metrics_json).collect(),
+    )
+}
+
+async fn node_metric(
+    axum::extract::State(reg): axum::extract::State<AgentRegistry>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> axum::response::Response {
+    match reg.stats().iter().find(|s| s.node_name == name) {
+        Some(s) => axum::response::IntoResponse::into_response(axum::Json(node_metrics_json(s))),
+        None => status_body(
+            404,
+            "NotFound",
+            &format!("nodemetrics.metrics.k8s.io \"{name}\" not found"),
+        ),
+    }
+}
+
+async fn all_pod_metrics(
+    axum::extract::State(reg): axum::extract::State<AgentRegistry>,
+) -> axum::response::Response {
+    list_json("PodMetricsList", pods_matching(&reg, None))
+}
+
+async fn ns_pod_metrics(
+    axum::extract::State(reg): axum::extract::State<AgentRegistry>,
+    axum::extract::Path(ns): axum::extract::Path<String>,
+) -> axum::response::Response {
+    list_json("PodMetricsList", pods_matching(&reg, Some(&ns)))
+}
+
+async fn pod_metric(
+    axum::extract::State(reg): axum::extract::State<AgentRegistry>,
+    axum::extract::Path((ns, name)): axum::extract::Path<(String, String)>,
+) -> axum::response::Response {
+    match pods_matching(&reg, Some(&ns))
+        .into_iter()
+        .find(|p| p.pointer("/metadata/name").and_then(Value::as_str) == Some(name.as_str()))
+    {
+        Some(p) => axum::response::IntoResponse::into_response(axum::Json(p)),
+        None => status_body(
+            404,
+            "NotFound",
+            &format!("podmetrics.metrics.k8s.io \"{ns}/{name}\" not found"),
+        ),
     }
 }

@@ -9,7 +9,7 @@
 //! - the agent's RSS idle and with 50 pods; its CPU use while idle.
 
 #[path = "../runtime/tests/common/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod rt;
 
 use std::collections::HashMap;

@@ -220,6 +220,7 @@ impl ControlPlane for GrpcControlPlane {
                 name: pod.metadata.name().into(),
                 uid: pod.metadata.uid().into(),
                 status_json: to_json(status)?,
+                pod_json: to_json(pod)?,
             }))
             .await?;
         Ok(())

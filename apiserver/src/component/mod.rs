@@ -651,6 +651,27 @@ impl NodeAgent for ComponentService {
         let r = req.into_inner();
         let status = decode_json("pod status", &r.status_json)?;
         let api = self.backend.api::<Pod>(Some(&r.namespace));
+        // Fast path: write against the agent's copy (its resourceVersion is the precondition).
+        if !r.pod_json.is_empty() {
+            let mut pod = decode_json("pod", &r.pod_json)?;
+            let uid_ok =
+                pod.pointer("/metadata/uid").and_then(Value::as_str) == Some(r.uid.as_str());
+            let has_rv = !rv_of(&pod).is_empty();
+            if uid_ok && has_rv {
+                if let Some(m) = pod.as_object_mut() {
+                    m.insert("status".into(), status.clone());
+                }
+                match api.replace_status(&r.name, &pod).await {
+                    Ok(v) => {
+                        return Ok(Response::new(UpdatePodStatusResponse {
+                            resource_version: rv_of(&v),
+                        }))
+                    }
+                    Err(e) if e.is_conflict() => {} // stale copy: read and retry below
+                    Err(e) => return Err(to_status(e)),
+                }
+            }
+        }
         let out = self
             .backend
             .update(&api, &r.name, true, |cur| {

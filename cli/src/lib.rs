@@ -3,6 +3,7 @@
 //! commands. `main.rs` only parses arguments and reports errors.
 
 pub mod apply;
+pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod errors;
@@ -26,11 +27,17 @@ pub fn main_with_args(args: Vec<std::ffi::OsString>) -> i32 {
             return code;
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    if let commands::Command::Server(a) = &cli.command {
+        if let Err(e) = cluster::prepare_process(a) {
+            eprintln!("{}", errors::format_error(&e));
+            return 1;
+        }
+    }
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if !cli.command.is_daemon() {
+        builder.worker_threads(2);
+    }
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

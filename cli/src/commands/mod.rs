@@ -99,6 +99,20 @@ pub enum Command {
     /// Modify config files.
     #[command(subcommand)]
     Config(config_cmd::ConfigCommand),
+    /// Run a cluster: API server, scheduler, controller and a local agent in one process.
+    Server(crate::cluster::ServerArgs),
+    /// Join this machine to a cluster as a node.
+    Agent(crate::cluster::AgentArgs),
+    /// Manage this node's images (import archives, list, remove).
+    #[command(subcommand)]
+    Image(crate::cluster::ImageCommand),
+}
+
+impl Command {
+    /// Long-running commands that want a full-size runtime.
+    pub fn is_daemon(&self) -> bool {
+        matches!(self, Command::Server(_) | Command::Agent(_))
+    }
 }
 
 /// Everything a command needs: the resolved client, the namespace, stdout.
@@ -203,6 +217,9 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
         Command::Completion(a) => misc::completion(a, out),
         Command::Version(a) if a.client => misc::version(None, out).await,
         Command::ApiResources(a) => misc::api_resources(a, out),
+        Command::Server(a) => crate::cluster::server(a).await,
+        Command::Agent(a) => crate::cluster::agent(a).await,
+        Command::Image(c) => crate::cluster::image(c, out).await,
         other => {
             let ctx = Ctx::new(&cli.global)?;
             match other {
@@ -220,7 +237,12 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
                 Command::Top(t) => misc::top(&ctx, t, out).await,
                 Command::ClusterInfo => misc::cluster_info(&ctx, out).await,
                 Command::Version(_) => misc::version(Some(&ctx), out).await,
-                Command::Config(_) | Command::Completion(_) | Command::ApiResources(_) => {
+                Command::Config(_)
+                | Command::Completion(_)
+                | Command::ApiResources(_)
+                | Command::Server(_)
+                | Command::Agent(_)
+                | Command::Image(_) => {
                     unreachable!("handled above")
                 }
             }

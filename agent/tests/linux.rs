@@ -881,3 +881,127 @@ async fn real_agent_sigkill_restart_adopts_and_cleans_up() {
     let _ = agent.kill();
     let _ = agent.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_volumes_emptydir_memory_hostpath_and_downward_api() {
+    let Some(r) = Rig::new(|_| {}).await else {
+        return;
+    };
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("hello"), "from-host").unwrap();
+    let create_me = host.path().join("made");
+    let mut init = sh("init", "echo shared > /scratch/x");
+    init.volume_mounts = vec![VolumeMount {
+        name: "scratch".into(),
+        mount_path: "/scratch".into(),
+        ..Default::default()
+    }];
+    let mut c = sh(
+        "c",
+        "echo scratch=$(cat /scratch/x) host=$(cat /host/hello) name=$(cat /info/name) app=$(cat /info/labels); \
+         grep ' /scratch ' /proc/mounts | cut -d' ' -f3; touch /made/ok; exec sleep 1000",
+    );
+    c.volume_mounts = vec![
+        VolumeMount {
+            name: "scratch".into(),
+            mount_path: "/scratch".into(),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: "host".into(),
+            mount_path: "/host".into(),
+            read_only: Some(true),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: "made".into(),
+            mount_path: "/made".into(),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: "info".into(),
+            mount_path: "/info".into(),
+            ..Default::default()
+        },
+    ];
+    let mut p = pod("vols", "real", vec![c]);
+    p.metadata.labels.insert("app".into(), "demo".into());
+    let spec = p.spec.as_mut().unwrap();
+    spec.init_containers = vec![init];
+    spec.volumes = vec![
+        Volume {
+            name: "scratch".into(),
+            empty_dir: Some(kapsel_api::EmptyDirVolumeSource {
+                medium: Some("Memory".into()),
+                size_limit: Some(kapsel_api::Quantity::new("16Mi")),
+            }),
+            ..Default::default()
+        },
+        Volume {
+            name: "host".into(),
+            host_path: Some(kapsel_api::HostPathVolumeSource {
+                path: host.path().display().to_string(),
+                type_: Some("Directory".into()),
+            }),
+            ..Default::default()
+        },
+        Volume {
+            name: "made".into(),
+            host_path: Some(kapsel_api::HostPathVolumeSource {
+                path: create_me.display().to_string(),
+                type_: Some("DirectoryOrCreate".into()),
+            }),
+            ..Default::default()
+        },
+        Volume {
+            name: "info".into(),
+            downward_api: Some(kapsel_api::DownwardApiVolumeSource {
+                items: vec![
+                    kapsel_api::DownwardApiVolumeFile {
+                        path: "name".into(),
+                        field_ref: Some(ObjectFieldSelector {
+                            api_version: None,
+                            field_path: "metadata.name".into(),
+                        }),
+                        ..Default::default()
+                    },
+                    kapsel_api::DownwardApiVolumeFile {
+                        path: "labels".into(),
+                        field_ref: Some(ObjectFieldSelector {
+                            api_version: None,
+                            field_path: "metadata.labels['app']".into(),
+                        }),
+                        ..Default::default()
+                    },
+                ],
+                default_mode: None,
+            }),
+            ..Default::default()
+        },
+    ];
+    r.api.create(&p).await.unwrap();
+    let out = wait_log(&r.api, "vols", "c", "tmpfs").await;
+    assert!(
+        out.contains("scratch=shared host=from-host name=vols app=demo"),
+        "{out}"
+    );
+    assert!(
+        create_me.join("ok").exists(),
+        "DirectoryOrCreate made the host dir, the container wrote to it"
+    );
+    r.api
+        .delete(
+            "vols",
+            &DeleteOptions {
+                grace_period_seconds: Some(1),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    wait_gone(&r.api, "vols", T).await;
+    assert!(
+        host.path().join("hello").exists(),
+        "hostPath content is left alone"
+    );
+}

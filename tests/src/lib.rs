@@ -357,10 +357,11 @@ pub fn node_ready(n: &Node) -> bool {
 
 pub fn pod_ready(p: &Pod) -> bool {
     p.metadata.deletion_timestamp.is_none()
-        && p.status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        && p.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        })
 }
 
 pub fn pod_phase(p: &Pod) -> &str {

@@ -7,14 +7,20 @@
 #
 # Needs root on Debian 12 (cgroups, namespaces, overlayfs) and a Rust toolchain (cargo);
 # no internet beyond Debian's package mirror: the demo image is built from busybox-static.
-# Environment: KAPSEL_DEMO_DIR (default /var/lib/kapsel-demo), KAPSEL_DEMO_LISTEN (127.0.0.1:6443).
+# Environment: KAPSEL_DEMO_PROFILE (release|debug), KAPSEL_DEMO_DIR (default /var/lib/kapsel-demo), KAPSEL_DEMO_LISTEN (127.0.0.1:6443).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
 data=${KAPSEL_DEMO_DIR:-/var/lib/kapsel-demo}
 listen=${KAPSEL_DEMO_LISTEN:-127.0.0.1:6443}
 run=/run/kapsel-demo
-kapsel=$repo/target/release/kapsel
+profile=${KAPSEL_DEMO_PROFILE:-release}   # `debug` skips the (slow) optimised build
+case $profile in
+  release) build=(cargo build --release -p kapsel-cli) ;;
+  debug) build=(cargo build -p kapsel-cli) ;;
+  *) echo "demo: KAPSEL_DEMO_PROFILE is release or debug" >&2; exit 1 ;;
+esac
+kapsel=$repo/target/$profile/kapsel
 pidfile=$data/server.pid
 log=$data/server.log
 export KAPSELCONFIG=${KAPSELCONFIG:-$HOME/.kapsel/config}
@@ -56,8 +62,8 @@ say "installing Debian packages (scripts/install-deps.sh)"
 scripts/install-deps.sh
 command -v cargo >/dev/null || die "cargo is missing: install a Rust toolchain (rustup or Debian's cargo)"
 
-say "building kapsel (cargo build --release -p kapsel-cli)"
-cargo build --release -p kapsel-cli
+say "building kapsel (${build[*]})"
+"${build[@]}"
 t_built=$(date +%s.%N)
 
 say "building the demo images from busybox-static"
@@ -104,11 +110,11 @@ t_ready=$(date +%s.%N)
 answer() {
   local ok=0
   for pod in $("$kapsel" get pods -l app=web -o jsonpath='{range .items[*]}{.metadata.name}{" "}{end}'); do
-    local uid ns phase
-    phase=$("$kapsel" get pod "$pod" -o jsonpath='{.status.phase}')
-    [ "$phase" = Running ] || continue
-    [ -n "$("$kapsel" get pod "$pod" -o jsonpath='{.metadata.deletionTimestamp}')" ] && continue
-    uid=$("$kapsel" get pod "$pod" -o jsonpath='{.metadata.uid}')
+    local uid ns phase deleting
+    # one read per pod (a terminating pod may vanish between the list and this get)
+    read -r phase uid deleting < <("$kapsel" get pod "$pod" \
+      -o jsonpath='{.status.phase}{" "}{.metadata.uid}{" "}{.metadata.deletionTimestamp}' 2>/dev/null || true) || true
+    [ "${phase:-}" = Running ] && [ -n "${uid:-}" ] && [ -z "${deleting:-}" ] || continue
     ns=$run/runtime/sandboxes/p-$uid/net
     printf '  %-28s ' "$pod"
     if nsenter --net="$ns" timeout 3 bash -c 'exec 3<>/dev/tcp/127.0.0.1/8080 && printf "GET / HTTP/1.0\r\n\r\n" >&3 && cat <&3' 2>/dev/null | sed '1,/^\r\?$/d'; then ok=$((ok+1)); else echo "(no answer)"; fi

@@ -13,7 +13,7 @@ use kapsel_image::testing::{
     build_busybox, fill_busybox, require_tools, umoci_image, LayerFill, Registry, BUSYBOX_PATH,
     REGISTRY_TOOLS,
 };
-use kapsel_image::{Credentials, ImageRef, ImageStore, Progress, PullPolicy};
+use kapsel_image::{Credentials, ImageRef, ImageStore, Progress, PullPolicy, StoreOptions};
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -38,14 +38,18 @@ fn random_file(p: &Path, n: usize, seed: u64) -> std::io::Result<()> {
     std::fs::write(p, buf)
 }
 
+/// Bytes of file content, each inode once (busybox's applets are hardlinks).
 fn dir_size(p: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::HashSet::new();
     let mut total = 0;
     let mut stack = vec![p.to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
             match e.metadata() {
                 Ok(m) if m.is_dir() => stack.push(e.path()),
-                Ok(m) => total += m.len(),
+                Ok(m) if seen.insert(m.ino()) => total += m.len(),
+                Ok(_) => {}
                 Err(_) => {}
             }
         }
@@ -109,13 +113,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let rc = reg.registry_config();
     let creds = Credentials::anonymous();
-    println!("\n| image | kapsel pull + unpack | skopeo copy docker:// → oci: (no unpack) | unpacked size |");
-    println!("|---|---|---|---|");
+    println!("\n| image | kapsel pull + unpack | kapsel, sync_snapshots | skopeo copy docker:// → oci: (no unpack) | unpacked size |");
+    println!("|---|---|---|---|---|");
     let mut warm_store = None;
     for repo_tag in ["bench/busybox:1.36", "bench/big:1"] {
         let image = ImageRef::parse(&format!("{}/{repo_tag}", reg.host()))?;
         let mut kapsel = Vec::new();
         let mut skopeo = Vec::new();
+        let mut synced = Vec::new();
         let mut size = 0;
         for r in 0..runs {
             let root = work
@@ -128,6 +133,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .await?;
             kapsel.push(t.elapsed());
             size = info.size;
+            let sroot = work.path().join(format!("sync-{r}"));
+            let opts = StoreOptions {
+                sync_snapshots: true,
+                ..StoreOptions::default()
+            };
+            let sstore = ImageStore::open_with(&sroot, opts)?;
+            let t = Instant::now();
+            sstore
+                .ensure_image(&image, PullPolicy::Always, &creds, &rc, Progress::none())
+                .await?;
+            synced.push(t.elapsed());
+            drop(sstore);
+            std::fs::remove_dir_all(&sroot)?;
             let dest = work.path().join(format!("skopeo-{r}"));
             let t = Instant::now();
             let st = Command::new("skopeo")
@@ -153,8 +171,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
         println!(
-            "| {repo_tag} | {} | {} | {:.1} MB |",
+            "| {repo_tag} | {} | {} | {} | {:.1} MB |",
             ms(median(kapsel)),
+            ms(median(synced)),
             ms(median(skopeo)),
             size as f64 / 1e6
         );

@@ -752,10 +752,13 @@ impl ImageStore {
                 serde_json::to_vec(&meta).map_err(|e| ImageError::InvalidContent(e.to_string()))?;
             let marker = tmp.join("complete.json");
             std::fs::write(&marker, b).map_err(|e| ImageError::io("write", &marker, e))?;
-            // everything on disk before the snapshot gets its name
-            let dirf = std::fs::File::open(&tmp).map_err(|e| ImageError::io("open", &tmp, e))?;
-            nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dirf))
-                .map_err(|e| ImageError::io("syncfs", &tmp, e.into()))?;
+            if self.inner.opts.sync_snapshots {
+                // everything on disk before the snapshot gets its name
+                let dirf =
+                    std::fs::File::open(&tmp).map_err(|e| ImageError::io("open", &tmp, e))?;
+                nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dirf))
+                    .map_err(|e| ImageError::io("syncfs", &tmp, e.into()))?;
+            }
             match std::fs::rename(&tmp, &final_dir) {
                 Ok(()) => Ok(meta),
                 Err(_) if final_dir.join("complete.json").exists() => Ok(meta),

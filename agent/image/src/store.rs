@@ -12,9 +12,10 @@
 //!
 //! Snapshots are keyed by the layer's chain ID (as containerd does), so the same layer on the
 //! same parents is unpacked once and shared by every image and container that uses it. A
-//! snapshot is unpacked into `.tmp-…`, its `complete.json` is written, the filesystem is synced
-//! and only then is the directory renamed to its final name: a crash at any point leaves either
-//! no snapshot or a complete one, never a half-unpacked layer in use.
+//! snapshot is unpacked into `.tmp-…`, its `complete.json` is written (and, with
+//! [`StoreOptions::sync_snapshots`], the filesystem synced) and only then is the directory
+//! renamed to its final name: a crash at any point leaves either no snapshot or a complete
+//! one, never a half-unpacked layer in use.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -39,6 +40,11 @@ pub struct StoreOptions {
     /// Keep compressed layer blobs after they are unpacked (default: dropped, the snapshot is
     /// what containers use; they are fetched again only if the snapshot is ever rebuilt).
     pub keep_layer_blobs: bool,
+    /// `syncfs` before a snapshot gets its final name, so a snapshot survives power loss too.
+    /// Off by default: an agent crash never exposes a half-unpacked layer either way (rename
+    /// is atomic and the page cache outlives the process), and `syncfs` flushes the whole
+    /// filesystem's dirty data, which on a busy node costs seconds per layer.
+    pub sync_snapshots: bool,
 }
 
 impl Default for StoreOptions {
@@ -47,6 +53,7 @@ impl Default for StoreOptions {
             allow_device_nodes: false,
             max_concurrent_downloads: 3,
             keep_layer_blobs: false,
+            sync_snapshots: false,
         }
     }
 }

@@ -186,6 +186,8 @@ pub async fn run(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "kapsel-apiserver listening");
     }
+    // No Nagle delay on streamed frames (watches, gRPC, log relay): see component::nodelay.
+    let listener = crate::component::nodelay(listener);
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         let _ = stopped.wait_for(|s| *s).await;
     });

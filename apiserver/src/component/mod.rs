@@ -1116,3 +1116,18 @@ async fn pod_metric(
         ),
     }
 }
+
+/// The listener with `TCP_NODELAY` on every accepted connection. Streams (gRPC pod watches,
+/// REST watches, log relays) write small frames; with Nagle's algorithm each one after the
+/// first waits for the peer's delayed ACK (~40 ms on Linux).
+pub fn nodelay(
+    listener: tokio::net::TcpListener,
+) -> axum::serve::TapIo<tokio::net::TcpListener, fn(&mut tokio::net::TcpStream)> {
+    use axum::serve::ListenerExt;
+    fn set(tcp: &mut tokio::net::TcpStream) {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY");
+        }
+    }
+    listener.tap_io(set as fn(&mut tokio::net::TcpStream))
+}

@@ -65,7 +65,9 @@ pub async fn reconcile(ctx: &Ctx) -> Result<Option<Duration>> {
                     if let Some(st) = p.status.as_mut() {
                         for c in st.conditions.iter_mut().filter(|c| c.type_ == "Ready") {
                             c.status = "False".into();
-                            c.last_transition_time = Some(kapsel_api::Time::now());
+                            c.last_transition_time = Some(kapsel_api::Time(
+                                chrono::SubsecRound::trunc_subsecs(ctx.now(), 0),
+                            ));
                         }
                     }
                     ctx.client

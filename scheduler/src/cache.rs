@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use kapsel_api::{Node, Pod};
 
 use crate::error::Result;
-use crate::snapshot::{NodeName, PodInfo, Snapshot};
+use crate::snapshot::{NodeName, PodInfo, PodUsage, Snapshot};
 
 pub const ASSUME_TTL: Duration = Duration::from_secs(30);
 
@@ -20,7 +20,7 @@ pub const ASSUME_TTL: Duration = Duration::from_secs(30);
 struct Placed {
     uid: String,
     node: NodeName,
-    info: PodInfo,
+    usage: PodUsage,
     assumed: bool,
     /// Set once the bind returned: the assumption expires at this time.
     deadline: Option<Instant>,
@@ -83,7 +83,7 @@ impl Cache {
     fn attach(&mut self, key: &str) {
         let Some(p) = self.pods.get(key) else { return };
         match self.snapshot.get_mut(&p.node) {
-            Some(ni) => ni.add_pod(&p.info),
+            Some(ni) => ni.add_usage(&p.usage),
             None => {
                 self.orphans
                     .entry(p.node.clone())
@@ -96,7 +96,7 @@ impl Cache {
     fn detach(&mut self, key: &str) -> Option<Placed> {
         let p = self.pods.remove(key)?;
         match self.snapshot.get_mut(&p.node) {
-            Some(ni) => ni.remove_pod(&p.info),
+            Some(ni) => ni.remove_usage(&p.usage),
             None => {
                 if let Some(set) = self.orphans.get_mut(&p.node) {
                     set.remove(key);
@@ -118,7 +118,7 @@ impl Cache {
             Placed {
                 uid: info.pod.metadata.uid.clone().unwrap_or_default(),
                 node,
-                info,
+                usage: PodUsage::of(&info),
                 assumed: true,
                 deadline: None,
             },
@@ -182,7 +182,7 @@ impl Cache {
             Placed {
                 uid,
                 node: NodeName(node.to_string()),
-                info,
+                usage: PodUsage::of(&info),
                 assumed: false,
                 deadline: None,
             },
@@ -212,7 +212,7 @@ impl Cache {
             if let Some(keys) = self.orphans.remove(&name) {
                 for k in keys {
                     if let (Some(p), Some(ni)) = (self.pods.get(&k), self.snapshot.get_mut(&name)) {
-                        ni.add_pod(&p.info);
+                        ni.add_usage(&p.usage);
                     }
                 }
             }

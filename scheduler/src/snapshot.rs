@@ -179,6 +179,24 @@ impl PodInfo {
     }
 }
 
+/// What a placed pod takes from its node: all the cache keeps of a bound pod (not the object).
+#[derive(Clone, Debug)]
+pub struct PodUsage {
+    pub request: PodRequest,
+    pub host_ports: Vec<HostPort>,
+    pub owner: Option<OwnerKey>,
+}
+
+impl PodUsage {
+    pub fn of(info: &PodInfo) -> PodUsage {
+        PodUsage {
+            request: info.request,
+            host_ports: info.host_ports.clone(),
+            owner: info.owner.clone(),
+        }
+    }
+}
+
 /// A node plus the aggregate of the pods placed on it (bound or assumed).
 #[derive(Clone, Debug)]
 pub struct NodeInfo {
@@ -230,6 +248,14 @@ impl NodeInfo {
     }
 
     pub fn add_pod(&mut self, pod: &PodInfo) {
+        self.add_usage(&PodUsage::of(pod));
+    }
+
+    pub fn remove_pod(&mut self, pod: &PodInfo) {
+        self.remove_usage(&PodUsage::of(pod));
+    }
+
+    pub fn add_usage(&mut self, pod: &PodUsage) {
         self.requested += pod.request.request;
         self.non_zero_requested += pod.request.non_zero;
         self.used_ports.extend(pod.host_ports.iter().cloned());
@@ -238,7 +264,7 @@ impl NodeInfo {
         }
     }
 
-    pub fn remove_pod(&mut self, pod: &PodInfo) {
+    pub fn remove_usage(&mut self, pod: &PodUsage) {
         self.requested -= pod.request.request;
         self.non_zero_requested -= pod.request.non_zero;
         for hp in &pod.host_ports {

@@ -521,8 +521,10 @@ impl Worker {
             source: e,
         })?;
         let rt = self.ctx.rt.clone();
+        let t0 = Instant::now();
         match blocking(move || rt.create_sandbox(&spec)).await? {
             Ok(()) | Err(RuntimeError::AlreadyExists { .. }) => {
+                tracing::debug!(pod = %self.pod_name(), elapsed_ms = t0.elapsed().as_secs_f64() * 1e3, "sandbox created");
                 self.sandbox = true;
                 Ok(())
             }
@@ -714,6 +716,7 @@ impl Worker {
         };
         let rt = self.ctx.rt.clone();
         let id2 = id.clone();
+        let t0 = Instant::now();
         let res = blocking(move || -> std::result::Result<(), RuntimeError> {
             rt.create(&spec)?;
             if let Err(e) = rt.start(&id2) {
@@ -740,6 +743,7 @@ impl Worker {
                 return;
             }
         }
+        tracing::debug!(pod = %self.pod_name(), container = name, elapsed_ms = t0.elapsed().as_secs_f64() * 1e3, "container created and started");
         self.memo.container(init, name).error = None;
         let now = now_ms();
         self.instances.push(Instance {

@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 profile=default
 [ "${CI:-}" = "true" ] && profile=ci
+# The end-to-end tests run the workspace binaries; build them once up front so no test spends
+# its time budget compiling.
+cargo build --workspace --bins
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --profile "$profile" "$@"
 else

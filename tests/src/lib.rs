@@ -32,21 +32,15 @@ fn profile_dir() -> PathBuf {
 
 /// A workspace binary (`kapsel`, `kapsel-apiserver`, …), built on first use: `cargo nextest
 /// run -p kapsel-tests` builds only this package's dependencies as libraries, so the harness
-/// runs `cargo build --bins` for the packages it needs (a no-op when they are fresh).
+/// runs `cargo build --workspace --bins` (a no-op after scripts/test.sh's prebuild).
 pub fn binary(name: &str) -> PathBuf {
     static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
     let built = BUILT.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut c = Command::new(cargo);
-        c.current_dir(workspace_root()).args([
-            "build",
-            "-q",
-            "-p",
-            "kapsel-cli",
-            "-p",
-            "kapsel-apiserver",
-            "--bins",
-        ]);
+        // `--workspace` so the feature set matches scripts/test.sh's prebuild (a no-op then).
+        c.current_dir(workspace_root())
+            .args(["build", "-q", "--workspace", "--bins"]);
         if profile_dir().file_name().is_some_and(|n| n == "release") {
             c.arg("--release");
         }

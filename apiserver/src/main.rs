@@ -29,6 +29,10 @@ struct Args {
     /// Store page cache in MiB.
     #[arg(long, default_value_t = 32)]
     cache_mib: u64,
+    /// Group commit: microseconds the store waits before an fsync when writers are concurrent
+    /// (so one fsync covers more writes). A lone writer never waits.
+    #[arg(long, default_value_t = 500)]
+    commit_delay_us: u64,
 }
 
 async fn shutdown_signal() {
@@ -75,6 +79,7 @@ fn main() -> std::process::ExitCode {
     let mut config = ServerConfig::new(args.data_dir, args.listen);
     config.watch_history = args.watch_history;
     config.cache_bytes = args.cache_mib * 1024 * 1024;
+    config.commit_delay = std::time::Duration::from_micros(args.commit_delay_us);
     match rt.block_on(serve(config, shutdown_signal())) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -36,6 +36,8 @@ pub struct ServerConfig {
     pub watch_history: usize,
     /// sled's page cache, bytes.
     pub cache_bytes: u64,
+    /// Group-commit delay under concurrent writes (see [`SledOptions::commit_delay`]).
+    pub commit_delay: Duration,
     pub authenticator: Arc<dyn Authenticator>,
 }
 
@@ -47,6 +49,7 @@ impl ServerConfig {
             listen,
             watch_history: d.watch_history,
             cache_bytes: d.cache_bytes,
+            commit_delay: d.commit_delay,
             authenticator: Arc::new(AllowAll),
         }
     }
@@ -141,6 +144,7 @@ pub async fn prepare(config: &ServerConfig) -> Result<Prepared, ServerError> {
     let opts = SledOptions {
         watch_history: config.watch_history,
         cache_bytes: config.cache_bytes,
+        commit_delay: config.commit_delay,
     };
     let store = tokio::task::spawn_blocking(move || SledStore::open(&dir, opts))
         .await

@@ -33,6 +33,10 @@ pub struct SledOptions {
     pub watch_history: usize,
     /// sled page cache, bytes.
     pub cache_bytes: u64,
+    /// Group commit: when the previous fsync covered more than one write (writers are
+    /// concurrent), the flusher waits this long before the next fsync so that it covers more.
+    /// A lone writer never waits.
+    pub commit_delay: std::time::Duration,
 }
 
 impl Default for SledOptions {
@@ -40,6 +44,7 @@ impl Default for SledOptions {
         SledOptions {
             watch_history: 10_000,
             cache_bytes: 32 * 1024 * 1024,
+            commit_delay: std::time::Duration::from_micros(500),
         }
     }
 }
@@ -56,6 +61,7 @@ struct Inner {
     wake: Condvar,
     closed: AtomicBool,
     stats: Mutex<FlushStats>,
+    commit_delay: std::time::Duration,
 }
 
 /// Group-commit counters, for benchmarks and metrics.
@@ -106,6 +112,7 @@ impl SledStore {
             wake: Condvar::new(),
             closed: AtomicBool::new(false),
             stats: Mutex::new(FlushStats::default()),
+            commit_delay: opts.commit_delay,
         });
         let thread_inner = Arc::clone(&inner);
         let handle = std::thread::Builder::new()
@@ -151,6 +158,8 @@ impl SledStore {
 }
 
 fn flusher(inner: Arc<Inner>) {
+    // Revisions the previous fsync made durable: more than one means concurrent writers.
+    let mut last_batch: u64 = 0;
     loop {
         {
             let mut dirty = inner.dirty.lock().unwrap_or_else(|p| p.into_inner());
@@ -160,6 +169,10 @@ fn flusher(inner: Arc<Inner>) {
             *dirty = false;
         }
         let closing = inner.closed.load(Ordering::SeqCst);
+        if !closing && last_batch > 1 && !inner.commit_delay.is_zero() {
+            // Let the writers that are on their way join this fsync.
+            std::thread::sleep(inner.commit_delay);
+        }
         // Everything committed up to `target` is in sled's buffers and in `pending`.
         let target = *inner.lock.read().unwrap_or_else(|p| p.into_inner());
         let started = Instant::now();
@@ -173,6 +186,7 @@ fn flusher(inner: Arc<Inner>) {
                     pending.drain(..split).collect()
                 };
                 let previous = inner.durable.borrow().revision;
+                last_batch = target.saturating_sub(previous);
                 inner.ring.publish(ready);
                 inner.durable.send_modify(|st| {
                     st.revision = st.revision.max(target);

@@ -189,7 +189,10 @@ async fn quota_holds_under_16_concurrent_creates_and_used_stays_exact() {
         .iter()
         .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(h.delete(&format!("{PODS}/{}", pods_now[4])).await.code(), 200);
+    assert_eq!(
+        h.delete(&format!("{PODS}/{}", pods_now[4])).await.code(),
+        200
+    );
     let done = &pods_now[0];
     let st = h
         .patch(

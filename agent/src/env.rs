@@ -238,11 +238,23 @@ pub fn resolve(
     }
     for ef in &c.env_from {
         let prefix = ef.prefix.clone().unwrap_or_default();
-        if let Some(r) = &ef.config_map_ref {
-            let name = r.name.clone().unwrap_or_default();
-            match src.config_maps.get(&name) {
-                Some(cm) => {
-                    for (k, v) in config_map_data(cm) {
+        // configMapRef and secretRef differ only in where the data comes from.
+        let sources = [
+            ef.config_map_ref.as_ref().map(|r| {
+                let name = r.name.clone().unwrap_or_default();
+                let data = src.config_maps.get(&name).map(config_map_data);
+                ("configmap", name, r.optional, data)
+            }),
+            ef.secret_ref.as_ref().map(|r| {
+                let name = r.name.clone().unwrap_or_default();
+                let data = src.secrets.get(&name).map(secret_data);
+                ("secret", name, r.optional, data)
+            }),
+        ];
+        for (kind, name, optional, data) in sources.into_iter().flatten() {
+            match data {
+                Some(data) => {
+                    for (k, v) in data {
                         set(
                             format!("{prefix}{k}"),
                             String::from_utf8_lossy(&v).into_owned(),
@@ -251,29 +263,8 @@ pub fn resolve(
                         );
                     }
                 }
-                None if r.optional == Some(true) => {}
-                None => {
-                    return Err(AgentError::Config(format!(
-                        "configmap \"{name}\" not found"
-                    )))
-                }
-            }
-        }
-        if let Some(r) = &ef.secret_ref {
-            let name = r.name.clone().unwrap_or_default();
-            match src.secrets.get(&name) {
-                Some(s) => {
-                    for (k, v) in secret_data(s) {
-                        set(
-                            format!("{prefix}{k}"),
-                            String::from_utf8_lossy(&v).into_owned(),
-                            &mut order,
-                            &mut vars,
-                        );
-                    }
-                }
-                None if r.optional == Some(true) => {}
-                None => return Err(AgentError::Config(format!("secret \"{name}\" not found"))),
+                None if optional == Some(true) => {}
+                None => return Err(AgentError::Config(format!("{kind} \"{name}\" not found"))),
             }
         }
     }

@@ -277,11 +277,6 @@ pub fn pod_status(
     }
 }
 
-/// The status to post, ignoring condition timestamps: has anything changed?
-pub fn differs(a: &PodStatus, b: &PodStatus) -> bool {
-    a != b
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@ pkgs=(
   docker-registry skopeo umoci  # real OCI registry and image building for image tests
   nftables iproute2             # networking tests
   hyperfine jq
+  python3-venv                  # /opt/kapsel-venv below
 )
 missing=()
 for p in "${pkgs[@]}"; do
@@ -24,3 +25,13 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 # docker-registry's Debian service would listen on :5000; tests start their own on loopback.
 systemctl disable --now docker-registry >/dev/null 2>&1 || true
+
+# Python tools some tests drive (one virtualenv, /opt/kapsel-venv). Each test suite adds what it
+# needs to pip_pkgs; PyPI is reachable from CI.
+VENV=/opt/kapsel-venv
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+pip_pkgs=(
+)
+if [ ${#pip_pkgs[@]} -gt 0 ]; then
+  "$VENV/bin/pip" install -q --disable-pip-version-check "${pip_pkgs[@]}"
+fi

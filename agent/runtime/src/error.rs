@@ -62,6 +62,9 @@ pub enum RuntimeError {
     State { path: PathBuf, message: String },
     #[error("not supported: {0}")]
     Unsupported(String),
+    /// An executable allow-list on a kernel that cannot enforce it (and no `best_effort`).
+    #[error("Landlock unavailable: {0}")]
+    LandlockUnavailable(String),
 }
 
 impl RuntimeError {
@@ -75,6 +78,7 @@ impl RuntimeError {
                 | Self::UnknownCapability(_)
                 | Self::VolumeSourceMissing(_)
                 | Self::RunAsNonRoot
+                | Self::LandlockUnavailable(_)
         )
     }
 }

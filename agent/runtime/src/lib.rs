@@ -13,6 +13,7 @@ pub mod capabilities;
 pub mod cgroups;
 pub mod error;
 pub mod hollow;
+pub mod landlock;
 pub mod linux;
 pub mod process;
 pub mod rootfs;
@@ -25,6 +26,7 @@ use std::time::Duration;
 
 pub use error::{Result, RuntimeError};
 pub use hollow::HollowRuntime;
+pub use landlock::LandlockSpec;
 pub use linux::{LinuxRuntime, RuntimeConfig};
 pub use spec::{
     CapabilitiesSpec, ContainerId, ContainerSpec, ContainerState, ContainerStats, ContainerStatus,

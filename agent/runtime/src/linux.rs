@@ -803,6 +803,7 @@ impl LinuxRuntime {
             ],
             userns_fd: fds.userns.as_ref().map(|f| f.as_raw_fd()),
             seccomp,
+            landlock: spec.landlock.clone(),
         })
     }
 }
@@ -953,6 +954,9 @@ impl Runtime for LinuxRuntime {
             )));
         }
         capabilities::plan(&spec.capabilities, spec.privileged, uid)?;
+        if let Some(ll) = &spec.landlock {
+            crate::landlock::check(ll, crate::landlock::kernel_abi())?;
+        }
         let sandbox = match &spec.sandbox {
             Some(sid) => Some(
                 state::read_json::<PersistedSandbox>(&self.sandbox_dir(sid).join("sandbox.json"))?

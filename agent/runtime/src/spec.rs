@@ -217,6 +217,9 @@ pub struct ContainerSpec {
     /// Free-form labels persisted with the state (the agent's pod uid, container name, ...).
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Executable allow-list and writable paths, enforced with Landlock.
+    #[serde(default)]
+    pub landlock: Option<crate::landlock::LandlockSpec>,
 }
 
 fn yes() -> bool {
@@ -256,6 +259,7 @@ impl ContainerSpec {
             stdout_path: None,
             stderr_path: None,
             labels: BTreeMap::new(),
+            landlock: None,
         }
     }
 }

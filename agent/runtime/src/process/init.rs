@@ -50,6 +50,8 @@ pub struct InitPlan {
     pub userns_fd: Option<RawFd>,
     /// Seccomp filters to install (empty: unconfined).
     pub seccomp: Vec<seccompiler::BpfProgram>,
+    /// Executable allow-list / writable paths (Landlock).
+    pub landlock: Option<crate::landlock::LandlockSpec>,
 }
 
 /// Which step failed, with the errno.
@@ -143,6 +145,12 @@ fn setup(sys: &dyn Syscall, plan: &InitPlan) -> Result<CString, InitError> {
         sys.setns(fd, CloneFlags::CLONE_NEWUSER)
             .map_err(e("enter user namespace"))?;
         sys.close(fd);
+    }
+    // 7a. Landlock: the paths are the container's now; before seccomp (whose profile does not
+    //    allow the landlock syscalls) and, without no_new_privs, while we still have
+    //    CAP_SYS_ADMIN. The command itself must be on the allow-list.
+    if let Some(ll) = &plan.landlock {
+        sys.landlock_restrict(ll).map_err(e("landlock"))?;
     }
     // 7b. Without no_new_privs, seccomp needs CAP_SYS_ADMIN: load it before dropping caps.
     if !plan.no_new_privs {
@@ -248,6 +256,11 @@ mod tests {
                 jf: 0,
                 k: 0x7fff_0000,
             }]],
+            landlock: Some(crate::landlock::LandlockSpec {
+                allowed_executables: vec!["/bin/true".into()],
+                writable_paths: None,
+                best_effort: false,
+            }),
         }
     }
 
@@ -278,6 +291,7 @@ mod tests {
             "set_no_new_privs",
             "send_sync",
             "recv_sync",
+            "landlock_restrict",
             "drop_bounding_caps",
             "set_keep_caps",
             "setgroups",

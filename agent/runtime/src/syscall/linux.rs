@@ -456,6 +456,9 @@ impl Syscall for LinuxSyscall {
         check(rc).map(drop)
     }
 
+    fn landlock_restrict(&self, spec: &crate::landlock::LandlockSpec) -> SysResult<()> {
+        crate::landlock::restrict_self(spec).map(|_| ())
+    }
     fn resolve_exec(&self, candidates: &[PathBuf]) -> SysResult<CString> {
         let root = self.open_dir(Path::new("/"))?;
         let mut last = Errno::ENOENT;

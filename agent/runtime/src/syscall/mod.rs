@@ -90,6 +90,8 @@ pub trait Syscall {
     fn send_sync(&self, fd: RawFd, msg: &SyncMsg) -> SysResult<()>;
     fn recv_sync(&self, fd: RawFd) -> SysResult<SyncMsg>;
     fn apply_seccomp(&self, filter: &[seccompiler::sock_filter]) -> SysResult<()>;
+    /// Restrict this process with a Landlock ruleset (see [`crate::landlock`]).
+    fn landlock_restrict(&self, spec: &crate::landlock::LandlockSpec) -> SysResult<()>;
     /// Find the first of `candidates` that is a regular executable file inside the (already
     /// pivoted) root, not reached through a magic link and not on procfs.
     fn resolve_exec(&self, candidates: &[PathBuf]) -> SysResult<CString>;

@@ -225,6 +225,12 @@ impl Syscall for RecordingSyscall {
     fn apply_seccomp(&self, filter: &[seccompiler::sock_filter]) -> SysResult<()> {
         self.rec("apply_seccomp", format!("{} insns", filter.len()))
     }
+    fn landlock_restrict(&self, spec: &crate::landlock::LandlockSpec) -> SysResult<()> {
+        self.rec(
+            "landlock_restrict",
+            format!("{:?}, {:?}", spec.allowed_executables, spec.writable_paths),
+        )
+    }
     fn resolve_exec(&self, candidates: &[PathBuf]) -> SysResult<CString> {
         self.rec("resolve_exec", format!("{candidates:?}"))?;
         let first = candidates.first().ok_or(Errno::ENOENT)?;

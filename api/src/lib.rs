@@ -15,6 +15,7 @@ pub use meta::*;
 pub use quantity::Quantity;
 pub use resource::Resource;
 pub mod selector;
+pub mod table;
 pub mod validation;
 pub mod watcher;
 

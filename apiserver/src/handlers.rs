@@ -40,7 +40,7 @@ pub struct Target {
 }
 
 impl Target {
-    fn ns(&self) -> &str {
+    pub(crate) fn ns(&self) -> &str {
         self.ns.as_deref().unwrap_or("")
     }
 }
@@ -95,6 +95,9 @@ pub struct Params {
     pub grace_period_seconds: Option<i64>,
     pub propagation_policy: Option<String>,
     pub orphan_dependents: Option<bool>,
+    /// `fieldManager` (required for server-side apply) and `force` (apply conflicts).
+    pub field_manager: Option<String>,
+    pub force: bool,
 }
 
 fn parse_bool(k: &str, v: &str) -> Result<bool, ApiError> {
@@ -151,6 +154,8 @@ impl Params {
                 "gracePeriodSeconds" => p.grace_period_seconds = Some(parse_num(k, v)?),
                 "propagationPolicy" => p.propagation_policy = Some(v.clone()),
                 "orphanDependents" => p.orphan_dependents = Some(parse_bool(k, v)?),
+                "fieldManager" => p.field_manager = Some(v.clone()).filter(|s| !s.is_empty()),
+                "force" => p.force = parse_bool(k, v)?,
                 // Accepted and ignored: fieldManager, pretty, timeout, resourceVersionMatch, force, …
                 _ => {}
             }
@@ -251,7 +256,7 @@ fn warning_header(text: &str) -> Option<HeaderValue> {
     HeaderValue::from_str(&format!("299 - \"{escaped}\"")).ok()
 }
 
-fn object_response(code: StatusCode, v: &Value, warnings: &[String]) -> Response {
+pub(crate) fn object_response(code: StatusCode, v: &Value, warnings: &[String]) -> Response {
     let body = serde_json::to_vec(v).unwrap_or_default();
     let mut r = with_json_type((code, body).into_response());
     for w in warnings {
@@ -262,7 +267,7 @@ fn object_response(code: StatusCode, v: &Value, warnings: &[String]) -> Response
     r
 }
 
-fn outcome_response(code: StatusCode, out: &Outcome) -> Response {
+pub(crate) fn outcome_response(code: StatusCode, out: &Outcome) -> Response {
     object_response(code, &out.object, &out.warnings)
 }
 
@@ -331,10 +336,16 @@ async fn dispatch(
     let t = resolve(group, version, &segs)?;
     let q = Params::parse(&uri)?;
     let def = t.def;
+    // Table / PartialObjectMetadata for reads (table.rs), plain JSON otherwise.
+    let fmt = if method == Method::GET {
+        crate::table::negotiate(&headers, &uri)?
+    } else {
+        crate::table::Format::Json
+    };
     match (t.name.as_deref(), t.sub.as_deref()) {
         (None, _) => match method {
-            Method::GET if q.watch => watch_collection(api, &t, &q),
-            Method::GET => list(&api, &t, &q),
+            Method::GET if q.watch => watch_collection(api, &t, &q, fmt),
+            Method::GET => list(&api, &t, &q, fmt),
             Method::POST => {
                 if def.namespaced && t.ns.is_none() {
                     return Err(ApiError::MethodNotAllowed);
@@ -357,7 +368,10 @@ async fn dispatch(
                     .store
                     .get(&def.key(t.ns(), name))?
                     .ok_or_else(|| ApiError::NotFound(def.err_ref(name)))?;
-                Ok(raw_response(StatusCode::OK, b))
+                Ok(raw_response(
+                    StatusCode::OK,
+                    crate::table::object(fmt, def, b),
+                ))
             }
             Method::PUT => {
                 let b = read_body(&headers, body).await?;
@@ -447,6 +461,9 @@ async fn patch(
     body: &[u8],
     q: &Params,
 ) -> Result<Response, ApiError> {
+    if content_type(headers) == crate::patch::APPLY {
+        return crate::apply::apply(api, t, name, sub, body, q).await;
+    }
     let p = PatchBody::decode(&content_type(headers), body)?;
     let precondition = p.sets_resource_version();
     let out = api
@@ -459,7 +476,12 @@ async fn patch(
     Ok(outcome_response(StatusCode::OK, &out))
 }
 
-fn list(api: &Api, t: &Target, q: &Params) -> Result<Response, ApiError> {
+fn list(
+    api: &Api,
+    t: &Target,
+    q: &Params,
+    fmt: crate::table::Format,
+) -> Result<Response, ApiError> {
     let def = t.def;
     let filter = Filter::parse(
         def,
@@ -517,6 +539,9 @@ fn list(api: &Api, t: &Target, q: &Params) -> Result<Response, ApiError> {
             .encode(k.as_bytes())
             .into();
     }
+    if let Some(v) = crate::table::list(fmt, def, &meta, &items) {
+        return Ok(object_response(StatusCode::OK, &v, &[]));
+    }
     Ok(raw_response(StatusCode::OK, list_body(def, &meta, &items)))
 }
 
@@ -541,7 +566,12 @@ fn list_body(def: &ResourceDef, meta: &Value, items: &[Bytes]) -> Bytes {
     b.freeze()
 }
 
-fn watch_collection(api: AppState, t: &Target, q: &Params) -> Result<Response, ApiError> {
+fn watch_collection(
+    api: AppState,
+    t: &Target,
+    q: &Params,
+    fmt: crate::table::Format,
+) -> Result<Response, ApiError> {
     let filter = Filter::parse(
         t.def,
         q.label_selector.as_deref(),
@@ -563,6 +593,7 @@ fn watch_collection(api: AppState, t: &Target, q: &Params) -> Result<Response, A
             filter,
             timeout: q.timeout_seconds.map(Duration::from_secs),
             bookmarks: q.allow_bookmarks,
+            format: fmt,
         },
     )
 }

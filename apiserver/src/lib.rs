@@ -7,6 +7,7 @@
 //! - [`store`]: the storage layer (sled, group commit, watch ring).
 
 pub mod admission;
+pub mod apply;
 pub mod auth;
 pub mod checks;
 pub mod component;
@@ -19,6 +20,7 @@ pub mod patch;
 pub mod registry;
 pub mod rest;
 pub mod server;
+pub mod table;
 pub mod store;
 pub mod watch;
 

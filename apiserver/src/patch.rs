@@ -35,11 +35,10 @@ impl PatchBody {
                 })?;
                 Ok(PatchBody::Json(ops))
             }
-            APPLY => Err(ApiError::UnsupportedMediaType(
-                "server-side apply (application/apply-patch+yaml) is not supported yet; use client-side apply".into(),
-            )),
+            // Apply patches of subresources (scale): the applied fields merged in.
+            APPLY => Ok(PatchBody::Merge(crate::apply::decode(body)?)),
             other => Err(ApiError::UnsupportedMediaType(format!(
-                "the body of the request was in an unknown format ({other}) - accepted media types include: {JSON}, {MERGE}, {STRATEGIC}"
+                "the body of the request was in an unknown format ({other}) - accepted media types include: {JSON}, {MERGE}, {STRATEGIC}, {APPLY}"
             ))),
         }
     }

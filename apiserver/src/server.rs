@@ -110,6 +110,7 @@ pub fn rest_routes(api: AppState) -> Router {
         .route("/apis/{group}/{version}/{*rest}", any(handlers::grouped))
         .route("/openapi/v2", get(discovery::openapi_v2))
         .route("/openapi/v3", get(discovery::openapi_v3))
+        .route("/openapi/v3/{*rest}", get(discovery::openapi_v3_gv))
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(api)
 }

@@ -40,6 +40,8 @@ pub struct WatchRequest {
     pub filter: Filter,
     pub timeout: Option<Duration>,
     pub bookmarks: bool,
+    /// Plain objects, or one-row Tables / PartialObjectMetadata (`Accept`, see table.rs).
+    pub format: crate::table::Format,
 }
 
 fn line(kind: &str, object: &[u8]) -> Bytes {
@@ -67,7 +69,10 @@ fn bookmark(def: &ResourceDef, rev: Revision) -> Bytes {
 }
 
 /// The wire event for a store event, after selector filtering (`None`: not for this watcher).
-pub fn render(ev: &StoreEvent, filter: &Filter) -> Option<Bytes> {
+pub fn render(ev: &StoreEvent, req: &WatchRequest) -> Option<Bytes> {
+    let filter = &req.filter;
+    let line =
+        |kind: &str, v: &Bytes| line(kind, &crate::table::object(req.format, req.def, v.clone()));
     let kind = match ev.kind {
         EventKind::Added => "ADDED",
         EventKind::Modified => "MODIFIED",
@@ -116,7 +121,10 @@ pub fn watch(api: Arc<Api>, req: WatchRequest) -> Result<Response, ApiError> {
             let list = api.store.list(&req.prefix, None, 0)?;
             for (_, v) in &list.items {
                 if req.filter.matches_bytes(v) {
-                    initial.push(line("ADDED", v));
+                    initial.push(line(
+                        "ADDED",
+                        &crate::table::object(req.format, req.def, v.clone()),
+                    ));
                 }
             }
             api.store.watch(&req.prefix, list.revision)
@@ -185,7 +193,7 @@ async fn run(
             }
             Some(Ok(batch)) => {
                 for ev in batch {
-                    if let Some(l) = render(&ev, &req.filter) {
+                    if let Some(l) = render(&ev, &req) {
                         if tx.send(Ok(l)).await.is_err() {
                             return;
                         }

@@ -22,6 +22,7 @@ pub mod rest;
 pub mod server;
 pub mod table;
 pub mod store;
+pub mod svcalloc;
 pub mod watch;
 
 pub use auth::{AllowAll, Authenticator, UserInfo};

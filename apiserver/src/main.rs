@@ -33,6 +33,9 @@ struct Args {
     /// (so one fsync covers more writes). A lone writer never waits.
     #[arg(long, default_value_t = 500)]
     commit_delay_us: u64,
+    /// The network Service cluster IPs are allocated from.
+    #[arg(long, default_value = "10.96.0.0/16")]
+    service_cidr: kapsel_apiserver::svcalloc::Ipv4Cidr,
 }
 
 async fn shutdown_signal() {
@@ -80,6 +83,7 @@ fn main() -> std::process::ExitCode {
     config.watch_history = args.watch_history;
     config.cache_bytes = args.cache_mib * 1024 * 1024;
     config.commit_delay = std::time::Duration::from_micros(args.commit_delay_us);
+    config.service_ranges.cidr = args.service_cidr;
     match rt.block_on(serve(config, shutdown_signal())) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use kapsel_api::codec::DecodeError;
 use kapsel_api::{
-    DeleteOptions, ErrorList, FieldError, FieldErrorKind, LimitRange, Pod, ResourceQuota,
+    DeleteOptions, ErrorList, FieldError, FieldErrorKind, LimitRange, Pod, ResourceQuota, Service,
     StatusCause,
 };
 
@@ -24,6 +24,7 @@ use crate::errors::{ApiError, ObjRef};
 use crate::objects::{self as o};
 use crate::registry::{self, ResourceDef};
 use crate::store::{SledStore, Store, StoreError, Txn};
+use crate::svcalloc;
 
 /// Namespaces that exist from the first start.
 pub const SYSTEM_NAMESPACES: [&str; 4] =
@@ -349,6 +350,38 @@ fn write_object(
     }
 }
 
+/// Fill in a Service's cluster IP and node ports from what the other stored Services hold, in the
+/// write's transaction (see [`svcalloc`]).
+fn allocate_service(
+    txn: &mut dyn Txn,
+    ranges: &svcalloc::Ranges,
+    def: &ResourceDef,
+    key: &str,
+    obj: &mut Value,
+    old: Option<&Value>,
+) -> Result<(), ApiError> {
+    let mut svc: Service = serde_json::from_value(obj.clone())
+        .map_err(|e| ApiError::Internal(format!("re-decoding service: {e}")))?;
+    let old: Option<Service> = old.and_then(|o| serde_json::from_value(o.clone()).ok());
+    let mut used = svcalloc::InUse::default();
+    for (k, b) in txn.list(&def.prefix(None))? {
+        if k == key {
+            continue;
+        }
+        if let Ok(other) = serde_json::from_slice::<Service>(&b) {
+            used.add(&other);
+        }
+    }
+    let seeds = svcalloc::Seeds {
+        ip: rand::random(),
+        port: rand::random(),
+    };
+    svcalloc::allocate(ranges, &mut svc, old.as_ref(), &used, seeds)
+        .map_err(|errs| invalid(def, svc.metadata.name(), errs))?;
+    *obj = serde_json::to_value(&svc).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(())
+}
+
 fn check_namespace_active(
     txn: &mut dyn Txn,
     def: &ResourceDef,
@@ -480,6 +513,8 @@ fn recompute_quota_status(txn: &mut dyn Txn, ns: &str, obj: &mut Value) -> Resul
 pub struct Api {
     pub store: SledStore,
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Where Services get their cluster IPs and node ports.
+    pub service_ranges: svcalloc::Ranges,
 }
 
 impl Api {
@@ -597,9 +632,13 @@ impl Api {
         o::set_meta(&mut obj, "creationTimestamp", o::now_string().into());
         o::set_meta(&mut obj, "generation", 1.into());
         let key = def.key(ns, &name);
-        let (object, committed) = self
-            .store
-            .write(|txn| write_object(txn, def, ns, &key, Change::Create(obj), opts.dry_run))?;
+        let ranges = &self.service_ranges;
+        let (object, committed) = self.store.write(|txn| {
+            if def.plural == "services" {
+                allocate_service(txn, ranges, def, &key, &mut obj, None)?;
+            }
+            write_object(txn, def, ns, &key, Change::Create(obj), opts.dry_run)
+        })?;
         committed.durable().await?;
         Ok(Outcome { object, warnings })
     }
@@ -730,14 +769,27 @@ impl Api {
                             Err(TxnErr::Retry)
                         }
                     }
-                    Some(_) => Ok(write_object(
-                        txn,
-                        def,
-                        ns,
-                        &key,
-                        Change::Update { old, new },
-                        opts.dry_run,
-                    )?),
+                    Some(_) => {
+                        let mut new = new;
+                        if def.plural == "services" {
+                            allocate_service(
+                                txn,
+                                &self.service_ranges,
+                                def,
+                                &key,
+                                &mut new,
+                                Some(&old),
+                            )?;
+                        }
+                        Ok(write_object(
+                            txn,
+                            def,
+                            ns,
+                            &key,
+                            Change::Update { old, new },
+                            opts.dry_run,
+                        )?)
+                    }
                 }
             });
             match res {

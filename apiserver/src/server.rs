@@ -39,6 +39,8 @@ pub struct ServerConfig {
     /// Group-commit delay under concurrent writes (see [`SledOptions::commit_delay`]).
     pub commit_delay: Duration,
     pub authenticator: Arc<dyn Authenticator>,
+    /// `--service-cidr` and the node port range Services are allocated from.
+    pub service_ranges: crate::svcalloc::Ranges,
 }
 
 impl ServerConfig {
@@ -51,6 +53,7 @@ impl ServerConfig {
             cache_bytes: d.cache_bytes,
             commit_delay: d.commit_delay,
             authenticator: Arc::new(AllowAll),
+            service_ranges: crate::svcalloc::Ranges::default(),
         }
     }
 }
@@ -154,6 +157,7 @@ pub async fn prepare(config: &ServerConfig) -> Result<Prepared, ServerError> {
     let api = Arc::new(Api {
         store: store.clone(),
         shutdown: stop_rx,
+        service_ranges: config.service_ranges.clone(),
     });
     api.bootstrap().await?;
     Ok(Prepared {

@@ -8,6 +8,7 @@
 
 pub mod clock;
 pub mod deployment;
+pub mod endpoints;
 pub mod error;
 pub mod events;
 pub mod gc;

@@ -4,6 +4,7 @@
 //! recorder.
 
 pub mod deployment;
+pub mod endpoints;
 pub mod gc;
 pub mod namespace;
 pub mod node;
@@ -388,6 +389,13 @@ async fn start(ctx: Arc<Ctx>, w: Writers, tasks: &mut JoinSet<()>) {
             |_, _| {},
         ));
     }
+
+    // Endpoints (own caches of Services, Endpoints and Pods).
+    tasks.spawn(endpoints::run(
+        ctx.client.clone(),
+        ctx.cfg.workers,
+        ctx.cfg.resync,
+    ));
 
     // Workers start once the caches they read are synced.
     let c = ctx.clone();

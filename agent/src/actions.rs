@@ -164,6 +164,7 @@ mod tests {
             pid: 1,
             state,
             created_ms: 0,
+            image_id: String::new(),
         }
     }
 

@@ -69,8 +69,16 @@ pub struct AgentConfig {
     pub eviction_memory_available: u64,
     /// Run with the fake runtime.
     pub hollow: bool,
-    /// Rootfs directories for images (`NAME=PATH`), until kapsel-image lands.
+    /// Rootfs directories served as images (`NAME=PATH`, `--image-dir`), before the store.
     pub image_dirs: BTreeMap<String, PathBuf>,
+    /// `--insecure-registry` and `--registry-mirror`.
+    pub registry: kapsel_image::RegistryConfig,
+    /// Image GC starts at this disk usage (percent, `--image-gc-high-threshold`, default 85)…
+    pub image_gc_high_threshold: u64,
+    /// …and removes unused images until usage is below this (`--image-gc-low-threshold`, 80).
+    pub image_gc_low_threshold: u64,
+    /// How often image GC looks at the disk (kubelet: 5 minutes).
+    pub image_gc_period: Duration,
     /// The node's address reported in `status.addresses` and `hostIP` (detected when unset).
     pub node_ip: Option<String>,
 }
@@ -103,6 +111,10 @@ impl AgentConfig {
             eviction_memory_available: 100 * 1024 * 1024,
             hollow: false,
             image_dirs: BTreeMap::new(),
+            registry: kapsel_image::RegistryConfig::default(),
+            image_gc_high_threshold: 85,
+            image_gc_low_threshold: 80,
+            image_gc_period: Duration::from_secs(300),
             node_ip: None,
         }
     }
@@ -118,6 +130,14 @@ impl AgentConfig {
             return Err(AgentError::InvalidConfig(
                 "log rotation needs at least 1 file of at least 1 KiB".into(),
             ));
+        }
+        if self.image_gc_high_threshold > 100
+            || self.image_gc_low_threshold > self.image_gc_high_threshold
+        {
+            return Err(AgentError::InvalidConfig(format!(
+                "image GC thresholds: want low ({}) <= high ({}) <= 100",
+                self.image_gc_low_threshold, self.image_gc_high_threshold
+            )));
         }
         Ok(())
     }

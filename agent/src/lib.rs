@@ -35,7 +35,7 @@ use kapsel_runtime::Runtime;
 pub use config::{AgentConfig, BackoffConfig};
 pub use control::{ControlPlane, GrpcControlPlane};
 pub use error::{AgentError, Result};
-pub use images::{DirImages, HollowImages, Images};
+pub use images::{DirImages, HollowImages, Images, PullRequest, StoreImages};
 
 /// Lock a mutex, ignoring poisoning (the data is plain state, still usable).
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -72,6 +72,7 @@ impl Agent {
                 evictions: Mutex::default(),
                 qos: Mutex::default(),
                 host_ip,
+                pod_images: Mutex::default(),
             }),
         })
     }
@@ -122,6 +123,9 @@ impl Agent {
             tasks.spawn(evict::run(ctx.clone()));
         }
         tasks.spawn(stats::run(ctx.clone(), ctx.cfg.stats_interval));
+        if !ctx.cfg.hollow {
+            tasks.spawn(images::run_gc(ctx.clone()));
+        }
         tasks.spawn(mgr.run());
         // The tasks loop forever; if one ends, something is badly wrong.
         if let Some(Err(e)) = tasks.join_next().await {

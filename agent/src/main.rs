@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Parser;
 
 use kapsel_agent::config::{parse_bytes, parse_labels, parse_taints};
-use kapsel_agent::{Agent, AgentConfig, BackoffConfig, DirImages, HollowImages};
+use kapsel_agent::{Agent, AgentConfig, BackoffConfig, HollowImages, StoreImages};
 use kapsel_runtime::{HollowRuntime, LinuxRuntime, RuntimeConfig};
 
 #[derive(Parser, Debug)]
@@ -62,6 +62,18 @@ struct Args {
     /// Rootfs directories served as images: NAME=PATH (repeatable).
     #[arg(long = "image-dir")]
     image_dirs: Vec<String>,
+    /// Registries reached over plain HTTP (host:port); repeatable.
+    #[arg(long = "insecure-registry")]
+    insecure_registries: Vec<String>,
+    /// Docker Hub mirrors (pull-through caches), tried in order before Docker Hub; repeatable.
+    #[arg(long = "registry-mirror")]
+    registry_mirrors: Vec<String>,
+    /// Image GC starts when the image store's disk is this full (percent).
+    #[arg(long, default_value_t = 85)]
+    image_gc_high_threshold: u64,
+    /// Image GC frees space down to this usage (percent).
+    #[arg(long, default_value_t = 80)]
+    image_gc_low_threshold: u64,
     /// The node's IP (detected when unset).
     #[arg(long)]
     node_ip: Option<String>,
@@ -117,6 +129,14 @@ async fn main() -> anyhow::Result<()> {
         dirs.insert(n.to_string(), PathBuf::from(p));
     }
     cfg.image_dirs = dirs.clone();
+    for r in &a.insecure_registries {
+        cfg.registry.add_insecure_registry(r);
+    }
+    for m in &a.registry_mirrors {
+        cfg.registry.add_docker_hub_mirror(m);
+    }
+    cfg.image_gc_high_threshold = a.image_gc_high_threshold;
+    cfg.image_gc_low_threshold = a.image_gc_low_threshold;
     let agent = if a.hollow {
         Agent::connect(cfg, Arc::new(HollowRuntime::new()), Arc::new(HollowImages))?
     } else {
@@ -126,7 +146,10 @@ async fn main() -> anyhow::Result<()> {
             ..RuntimeConfig::default()
         })
         .context("starting the container runtime")?;
-        Agent::connect(cfg, Arc::new(rt), Arc::new(DirImages::new(dirs)))?
+        let store = kapsel_image::ImageStore::open(a.data_dir.join("images"))
+            .context("opening the image store")?;
+        let images = StoreImages::new(Arc::new(store), dirs);
+        Agent::connect(cfg, Arc::new(rt), Arc::new(images))?
     };
     tokio::select! {
         r = agent.run() => r?,

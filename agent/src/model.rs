@@ -15,6 +15,8 @@ pub const LABEL_POD_NAMESPACE: &str = "kapsel.pod.namespace";
 pub const LABEL_CONTAINER: &str = "kapsel.container.name";
 pub const LABEL_ATTEMPT: &str = "kapsel.container.attempt";
 pub const LABEL_INIT: &str = "kapsel.container.init";
+/// The image ID the container was created from (`containerStatuses[].imageID`).
+pub const LABEL_IMAGE_ID: &str = "kapsel.container.image-id";
 
 /// The runtime sandbox id of a pod.
 pub fn sandbox_id(uid: &str) -> Option<SandboxId> {
@@ -36,6 +38,8 @@ pub struct Instance {
     pub pid: i32,
     pub state: InstanceState,
     pub created_ms: u64,
+    /// `registry/repository@sha256:…` of its image.
+    pub image_id: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,6 +101,7 @@ impl Instance {
                 pid: c.pid,
                 state: InstanceState::from_runtime(c.status),
                 created_ms: c.created_unix_ms,
+                image_id: c.labels.get(LABEL_IMAGE_ID).cloned().unwrap_or_default(),
             },
         ))
     }
@@ -160,6 +165,8 @@ pub struct ContainerMemo {
     /// No (re)start before this time (unix ms).
     pub restart_at_ms: u64,
     pub error: Option<StartError>,
+    /// Image pull backoff (kept apart from the crash backoff, as the kubelet does).
+    pub pull_backoff: Backoff,
 }
 
 /// Everything the worker remembers between syncs.

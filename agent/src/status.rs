@@ -69,6 +69,7 @@ fn container_status(
     let mut st = ContainerStatus {
         name: c.name.clone(),
         image: c.image.clone().unwrap_or_default(),
+        image_id: last.map(|l| l.image_id.clone()).unwrap_or_default(),
         restart_count: last.map_or(0, |l| i32::try_from(l.attempt).unwrap_or(i32::MAX)),
         ..Default::default()
     };
@@ -313,6 +314,7 @@ mod tests {
             pid: 10,
             state,
             created_ms: 1_700_000_000_000,
+            image_id: String::new(),
         }
     }
 

@@ -60,6 +60,8 @@ pub struct Ctx {
     /// QoS class of each pod (uid), for the evictor.
     pub qos: Mutex<HashMap<String, &'static str>>,
     pub host_ip: String,
+    /// Images each pod (uid) uses, for image GC.
+    pub pod_images: Mutex<HashMap<String, Vec<String>>>,
 }
 
 impl Ctx {
@@ -78,7 +80,7 @@ impl Ctx {
     }
 
     /// Post a Warning/Normal event about `pod` (fire and forget).
-    fn event(&self, pod: &Pod, type_: &str, reason: &str, message: String) {
+    pub(crate) fn event(&self, pod: &Pod, type_: &str, reason: &str, message: String) {
         let now = crate::node::now();
         let ev = Event {
             metadata: ObjectMeta {
@@ -224,6 +226,9 @@ impl Worker {
     fn next_wake(&self) -> Duration {
         let now = now_ms();
         let mut wake = self.ctx.cfg.sync_period;
+        if crate::images::backoff_pending(&self.memo, now) {
+            return Duration::ZERO; // report ImagePullBackOff right after ErrImagePull
+        }
         for m in self.memo.containers.values() {
             if m.restart_at_ms > now {
                 wake = wake.min(Duration::from_millis(m.restart_at_ms - now));
@@ -403,6 +408,11 @@ impl Worker {
                 self.refresh(Some(pod)).await?;
             }
         }
+        for (init, name, msg) in crate::images::enter_pull_backoff(&mut self.memo, now_ms()) {
+            let kind = if init { "init container" } else { "container" };
+            tracing::debug!(pod = %self.pod_name(), container = %name, "{kind} in image pull backoff");
+            self.ctx.event(pod, "Normal", "BackOff", msg);
+        }
         let terminal_in_api = pod
             .status
             .as_ref()
@@ -446,6 +456,14 @@ impl Worker {
 
     fn update_index(&self, pod: &Pod) {
         lock(&self.ctx.qos).insert(self.uid.clone(), crate::model::qos_class(pod));
+        let images = init_containers(pod)
+            .iter()
+            .chain(app_containers(pod))
+            .filter_map(|c| c.image.clone())
+            .chain(self.instances.iter().map(|i| i.image_id.clone()))
+            .filter(|i| !i.is_empty())
+            .collect();
+        lock(&self.ctx.pod_images).insert(self.uid.clone(), images);
         let mut containers: Vec<String> =
             app_containers(pod).iter().map(|c| c.name.clone()).collect();
         let apps = containers.len();
@@ -538,11 +556,18 @@ impl Worker {
 
     fn fail_start(&mut self, pod: &Pod, c: &str, init: bool, reason: &str, message: String) {
         tracing::info!(pod = %self.pod_name(), container = c, reason, %message, "container not started");
+        let image_reason = crate::images::is_pull_reason(reason);
+        // image failures already have their event (with the registry's message)
+        let ev = if image_reason { reason } else { &message };
         self.ctx
-            .event(pod, "Warning", "Failed", format!("Error: {message}"));
+            .event(pod, "Warning", "Failed", format!("Error: {ev}"));
         let cfg = self.ctx.cfg.clone();
         let m = self.memo.container(init, c);
-        let delay = m.backoff.next(&cfg.backoff, Duration::ZERO);
+        let delay = if image_reason {
+            m.pull_backoff.next(&cfg.backoff, Duration::ZERO)
+        } else {
+            m.backoff.next(&cfg.backoff, Duration::ZERO)
+        };
         m.restart_at_ms = now_ms() + u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
         m.error = Some(StartError {
             reason: reason.into(),
@@ -559,13 +584,7 @@ impl Worker {
         id: &ContainerId,
     ) -> std::result::Result<(ContainerSpec, Vec<String>), (String, String)> {
         let cfg_err = |e: AgentError| ("CreateContainerConfigError".to_string(), e.to_string());
-        let image_name = c.image.clone().unwrap_or_default();
-        let images = self.ctx.images.clone();
-        let img = match blocking(move || images.ensure(&image_name)).await {
-            Ok(Ok(i)) => i,
-            Ok(Err(e)) => return Err(("ErrImagePull".into(), e.to_string())),
-            Err(e) => return Err(cfg_err(e)),
-        };
+        let img = crate::images::ensure_for(&self.ctx, &Arc::new(pod.clone()), c).await?;
         // After a config error, read the ConfigMaps/Secrets again (they may exist now).
         let retry = self
             .memo
@@ -685,6 +704,8 @@ impl Worker {
         spec.stdout_path = Some(logs::raw_path(&log_dir, attempt, "stdout"));
         spec.stderr_path = Some(logs::raw_path(&log_dir, attempt, "stderr"));
         spec.labels = Instance::labels(pod, &c.name, init, attempt);
+        spec.labels
+            .insert(crate::model::LABEL_IMAGE_ID.into(), img.image_id.clone());
         Ok((spec, envs))
     }
 
@@ -714,6 +735,11 @@ impl Worker {
                 return;
             }
         };
+        let image_id = spec
+            .labels
+            .get(crate::model::LABEL_IMAGE_ID)
+            .cloned()
+            .unwrap_or_default();
         let rt = self.ctx.rt.clone();
         let id2 = id.clone();
         let t0 = Instant::now();
@@ -754,6 +780,7 @@ impl Worker {
             pid: 0,
             state: InstanceState::Running,
             created_ms: now,
+            image_id,
         });
         // Learn the pid (for probes) right away.
         let rt = self.ctx.rt.clone();
@@ -1051,6 +1078,7 @@ impl Worker {
         })
         .await;
         lock(&self.ctx.qos).remove(&self.uid);
+        lock(&self.ctx.pod_images).remove(&self.uid);
         let key = (
             pod.metadata.namespace().to_string(),
             pod.metadata.name().to_string(),

@@ -29,13 +29,10 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
 use clap::{Args, Subcommand};
-use kapsel_agent::images::ImageInfo as AgentImageInfo;
-use kapsel_agent::{
-    Agent, AgentConfig, AgentError, BackoffConfig, DirImages, HollowImages, Images,
-};
+use kapsel_agent::{Agent, AgentConfig, BackoffConfig, HollowImages, StoreImages};
 use kapsel_api::client::{Client, ClientConfig};
 use kapsel_apiserver::ServerConfig;
-use kapsel_image::{Credentials, ImageRef, ImageStore, Progress, PullPolicy, RegistryConfig};
+use kapsel_image::{Credentials, ImageRef, ImageStore, Progress, PullEvent, RegistryConfig};
 use kapsel_runtime::{HollowRuntime, LinuxRuntime, RuntimeConfig};
 use tokio::sync::watch;
 
@@ -65,6 +62,15 @@ pub struct AgentOpts {
     /// Registries reached over plain HTTP (host:port), e.g. a local registry; repeatable.
     #[arg(long = "insecure-registry")]
     pub insecure_registries: Vec<String>,
+    /// Docker Hub mirrors (pull-through caches), tried in order before Docker Hub; repeatable.
+    #[arg(long = "registry-mirror")]
+    pub registry_mirrors: Vec<String>,
+    /// Image GC starts when the image store's disk is this full (percent).
+    #[arg(long, default_value_t = 85)]
+    pub image_gc_high_threshold: u64,
+    /// Image GC frees space down to this usage (percent).
+    #[arg(long, default_value_t = 80)]
+    pub image_gc_low_threshold: u64,
     /// Rootfs directories served as images: NAME=PATH (repeatable).
     #[arg(long = "image-dir")]
     pub image_dirs: Vec<String>,
@@ -144,6 +150,31 @@ pub enum ImageCommand {
     /// Remove images by name or digest.
     #[command(alias = "rm")]
     Remove(ImageRemoveArgs),
+    /// Pull an image from its registry into this node's store.
+    Pull(ImagePullArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImagePullArgs {
+    /// The image (`busybox:1.36`, `registry.lan:5000/team/app@sha256:…`).
+    pub image: String,
+    /// Registries reached over plain HTTP (host:port); repeatable.
+    #[arg(long = "insecure-registry")]
+    pub insecure_registries: Vec<String>,
+    /// Docker Hub mirrors, tried before Docker Hub; repeatable.
+    #[arg(long = "registry-mirror")]
+    pub registry_mirrors: Vec<String>,
+    /// Credentials for the image's registry, `USER:PASSWORD`.
+    #[arg(long)]
+    pub creds: Option<String>,
+    /// A `.dockerconfigjson` / `~/.docker/config.json` file with registry credentials.
+    #[arg(long, conflicts_with = "creds")]
+    pub auth_file: Option<PathBuf>,
+    /// Print nothing but the image ID.
+    #[arg(long, short)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub dir: ImageDirArgs,
 }
 
 #[derive(Debug, Args)]
@@ -274,68 +305,6 @@ pub fn write_client_config(path: &Path, server: &str, token: &str) -> anyhow::Re
 }
 
 // ---------------------------------------------------------------------------------------------
-// Images: kapsel-image's store behind the agent's `Images` seam
-
-/// The node's image store as the agent sees it: `--image-dir` names first, then the
-/// [`ImageStore`] (imported images, or pulled with policy IfNotPresent — the agent's seam
-/// carries no pull policy yet, so `:latest` is not re-pulled while present).
-pub struct StoreImages {
-    store: ImageStore,
-    registry: RegistryConfig,
-    dirs: DirImages,
-    handle: tokio::runtime::Handle,
-}
-
-impl StoreImages {
-    pub fn new(
-        store: ImageStore,
-        registry: RegistryConfig,
-        dirs: BTreeMap<String, PathBuf>,
-        handle: tokio::runtime::Handle,
-    ) -> Self {
-        StoreImages {
-            store,
-            registry,
-            dirs: DirImages::new(dirs),
-            handle,
-        }
-    }
-}
-
-impl Images for StoreImages {
-    fn ensure(&self, image: &str) -> kapsel_agent::Result<AgentImageInfo> {
-        if image.starts_with("dir://") || self.dirs.ensure(image).is_ok() {
-            return self.dirs.ensure(image);
-        }
-        let err = |message: String| AgentError::Image {
-            image: image.into(),
-            message,
-        };
-        let r = ImageRef::parse(image).map_err(|e| err(e.to_string()))?;
-        let creds = Credentials::anonymous();
-        let info = self
-            .handle
-            .block_on(self.store.ensure_image(
-                &r,
-                PullPolicy::IfNotPresent,
-                &creds,
-                &self.registry,
-                Progress::none(),
-            ))
-            .map_err(|e| err(e.to_string()))?;
-        let nonempty = |s: &str| (!s.is_empty()).then(|| s.to_string());
-        Ok(AgentImageInfo {
-            lower_dirs: info.lower_dirs,
-            entrypoint: info.config.entrypoint.clone(),
-            cmd: info.config.cmd.clone(),
-            env: info.config.env.clone(),
-            working_dir: nonempty(&info.config.working_dir),
-            user: nonempty(&info.config.user),
-        })
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
 // Running
 
 /// Resolves when SIGTERM or SIGINT arrives.
@@ -397,6 +366,9 @@ fn build_agent(
         dirs.insert(n.to_string(), PathBuf::from(p));
     }
     cfg.image_dirs = dirs.clone();
+    cfg.registry = registry_config(&opts.insecure_registries, &opts.registry_mirrors);
+    cfg.image_gc_high_threshold = opts.image_gc_high_threshold;
+    cfg.image_gc_low_threshold = opts.image_gc_low_threshold;
     let agent = if opts.hollow {
         Agent::connect(cfg, Arc::new(HollowRuntime::new()), Arc::new(HollowImages))?
     } else {
@@ -408,14 +380,22 @@ fn build_agent(
         .context("starting the container runtime")?;
         let store =
             ImageStore::open(image_store_dir(&data_dir)).context("opening the image store")?;
-        let mut registry = RegistryConfig::default();
-        for r in &opts.insecure_registries {
-            registry.add_insecure_registry(r);
-        }
-        let images = StoreImages::new(store, registry, dirs, tokio::runtime::Handle::current());
+        let images = StoreImages::new(Arc::new(store), dirs);
         Agent::connect(cfg, Arc::new(rt), Arc::new(images))?
     };
     Ok(agent)
+}
+
+/// `--insecure-registry` and `--registry-mirror` as the image store wants them.
+pub fn registry_config(insecure: &[String], mirrors: &[String]) -> RegistryConfig {
+    let mut registry = RegistryConfig::default();
+    for r in insecure {
+        registry.add_insecure_registry(r);
+    }
+    for m in mirrors {
+        registry.add_docker_hub_mirror(m);
+    }
+    registry
 }
 
 /// Process-wide setup of `kapsel server`, before the async runtime starts threads: make sure
@@ -644,6 +624,73 @@ pub async fn image(cmd: ImageCommand, out: &mut dyn Write) -> anyhow::Result<()>
                 for removed in store.remove(n).await? {
                     writeln!(out, "removed {removed}")?;
                 }
+            }
+        }
+        ImageCommand::Pull(a) => {
+            let store = open(&a.dir)?;
+            let image =
+                ImageRef::parse(&a.image).with_context(|| format!("image name {:?}", a.image))?;
+            let mut creds = Credentials::anonymous();
+            if let Some(c) = &a.creds {
+                let (u, p) = c
+                    .split_once(':')
+                    .ok_or_else(|| anyhow!("--creds wants USER:PASSWORD"))?;
+                creds.insert(image.registry(), u, p);
+            }
+            if let Some(f) = &a.auth_file {
+                let b = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
+                creds
+                    .add_docker_config_json(&b)
+                    .with_context(|| format!("{}", f.display()))?;
+            }
+            let registry = registry_config(&a.insecure_registries, &a.registry_mirrors);
+            let quiet = a.quiet;
+            let progress = Progress::new(move |e| {
+                if quiet {
+                    return;
+                }
+                match e {
+                    PullEvent::Resolving { endpoint, .. } => eprintln!("resolving at {endpoint}"),
+                    PullEvent::MirrorFailed { mirror, error } => {
+                        eprintln!("mirror {mirror} failed: {error}")
+                    }
+                    PullEvent::Resolved {
+                        digest,
+                        layers,
+                        bytes,
+                    } => {
+                        eprintln!("{digest}: {layers} layers, {bytes} bytes")
+                    }
+                    PullEvent::LayerPresent { digest } => eprintln!("{digest}: already present"),
+                    PullEvent::Downloaded { digest, bytes } => {
+                        eprintln!("{digest}: downloaded {bytes} bytes")
+                    }
+                    PullEvent::Unpacked { digest, size } => {
+                        eprintln!("{digest}: unpacked {size} bytes")
+                    }
+                    PullEvent::Downloading { .. } => {}
+                }
+            });
+            let info = store
+                .pull(&image, &creds, &registry, progress)
+                .await
+                .with_context(|| format!("pulling {image}"))?;
+            if quiet {
+                writeln!(out, "{}", info.image_id)?;
+            } else {
+                let how = match info.pulled {
+                    Some(p) => format!(
+                        "downloaded {} bytes in {:.2}s",
+                        p.downloaded_bytes,
+                        p.elapsed.as_secs_f64()
+                    ),
+                    None => "up to date".to_string(),
+                };
+                writeln!(
+                    out,
+                    "pulled {} ({}, {how}, {} bytes unpacked)",
+                    info.image_id, info.config_digest, info.size
+                )?;
             }
         }
     }

@@ -103,7 +103,7 @@ pub enum Command {
     Server(crate::cluster::ServerArgs),
     /// Join this machine to a cluster as a node.
     Agent(crate::cluster::AgentArgs),
-    /// Manage this node's images (import archives, list, remove).
+    /// Manage this node's images (pull, import archives, list, remove).
     #[command(subcommand)]
     Image(crate::cluster::ImageCommand),
 }

@@ -18,7 +18,7 @@ use kapsel_api::{
     StatusCause,
 };
 
-use crate::admission::{self, limitrange, quota};
+use crate::admission::{self, limitrange, podsecurity, quota};
 use crate::checks;
 use crate::errors::{ApiError, ObjRef};
 use crate::objects::{self as o};
@@ -229,6 +229,15 @@ fn invalid(def: &ResourceDef, name: &str, errors: ErrorList) -> ApiError {
         name: name.to_string(),
         errors,
     }
+}
+
+/// Errors in a namespace's `pod-security.kubernetes.io/*` labels.
+fn podsecurity_label_errors(obj: &Value) -> ErrorList {
+    let labels = obj
+        .pointer("/metadata/labels")
+        .and_then(|l| serde_json::from_value(l.clone()).ok())
+        .unwrap_or_default();
+    podsecurity::label_errors(&labels)
 }
 
 /// Kind-specific normalisation after decoding (what Kubernetes' strategies do on create/update).
@@ -571,6 +580,48 @@ impl Api {
         Ok(())
     }
 
+    /// Pod Security admission of a pod create or update: 403 when the namespace's `enforce`
+    /// level refuses it, else the `warn` level's warnings; `audit` violations go to the audit
+    /// log (a tracing event on target `kapsel::audit`).
+    fn admit_pod_security(
+        &self,
+        ns: &str,
+        obj: &Value,
+        old: Option<&Value>,
+    ) -> Result<Vec<String>, ApiError> {
+        let decode = |v: &Value| {
+            serde_json::from_value::<Pod>(v.clone())
+                .map_err(|e| ApiError::Internal(format!("re-decoding pod: {e}")))
+        };
+        let pod = decode(obj)?;
+        let spec = pod.spec.clone().unwrap_or_default();
+        if let Some(old) = old {
+            let old_spec = decode(old)?.spec.unwrap_or_default();
+            if !podsecurity::significant_update(&old_spec, &spec) {
+                return Ok(Vec::new());
+            }
+        }
+        let labels = match self.store.get(&ns_def().key("", ns))? {
+            Some(b) => from_bytes(&b)?
+                .pointer("/metadata/labels")
+                .and_then(|l| serde_json::from_value(l.clone()).ok())
+                .unwrap_or_default(),
+            None => Default::default(),
+        };
+        let policy = podsecurity::policy(ns, &labels);
+        let d = podsecurity::evaluate(&policy, &pod.metadata, &spec);
+        for (key, value) in &d.audit {
+            tracing::info!(target: "kapsel::audit", namespace = ns, pod = pod.metadata.name(), key = %key, value = %value, "pod security");
+        }
+        if let Some(reason) = d.forbidden {
+            return Err(ApiError::Forbidden {
+                obj: ObjRef::new("pods", "", pod.metadata.name()),
+                reason,
+            });
+        }
+        Ok(d.warnings)
+    }
+
     /// POST: create an object in namespace `ns` (`""` for cluster-scoped kinds).
     pub async fn create(
         &self,
@@ -625,8 +676,15 @@ impl Api {
         let mut errs = def.ops.validate(&obj, None);
         checks::merge_errors(&mut errs, checks::name_errors(def, &name));
         checks::merge_errors(&mut errs, checks::quantity_errors(def, &obj));
+        if def.plural == "namespaces" {
+            checks::merge_errors(&mut errs, podsecurity_label_errors(&obj));
+        }
         if !errs.is_empty() {
             return Err(invalid(def, &name, errs));
+        }
+        let mut warnings = warnings;
+        if def.plural == "pods" {
+            warnings.extend(self.admit_pod_security(ns, &obj, None)?);
         }
         o::set_meta(&mut obj, "uid", uuid::Uuid::new_v4().to_string().into());
         o::set_meta(&mut obj, "creationTimestamp", o::now_string().into());
@@ -726,8 +784,15 @@ impl Api {
         }
         checks::merge_errors(&mut errs, def.ops.validate(&new, Some(old)));
         checks::merge_errors(&mut errs, checks::quantity_errors(def, &new));
+        if def.plural == "namespaces" && sub != Sub::Status {
+            checks::merge_errors(&mut errs, podsecurity_label_errors(&new));
+        }
         if !errs.is_empty() {
             return Err(invalid(def, name, errs));
+        }
+        let mut warnings = warnings;
+        if def.plural == "pods" && sub == Sub::Main {
+            warnings.extend(self.admit_pod_security(ns, &new, Some(old))?);
         }
         Ok((new, warnings))
     }

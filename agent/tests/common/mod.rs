@@ -9,7 +9,19 @@ use kapsel_api::client::{Api, Client, ListParams};
 use kapsel_api::{Container, ObjectMeta, Pod, PodSpec, Resource, WatchEventType};
 
 pub async fn server() -> kapsel_apiserver::TestServer {
-    kapsel_apiserver::start_test_server().await
+    let srv = kapsel_apiserver::start_test_server().await;
+    // The agent tests use hostPath volumes, which Pod Security's default (baseline) refuses.
+    Client::new(&srv.url)
+        .expect("client")
+        .api::<kapsel_api::Namespace>(None)
+        .patch(
+            "default",
+            &kapsel_api::client::Patch::Merge(serde_json::json!({"metadata": {"labels": {
+                "pod-security.kubernetes.io/enforce": "privileged"}}})),
+        )
+        .await
+        .expect("label the default namespace privileged");
+    srv
 }
 
 pub fn pods(url: &str) -> Api<Pod> {

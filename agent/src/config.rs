@@ -81,6 +81,9 @@ pub struct AgentConfig {
     pub image_gc_period: Duration,
     /// The node's address reported in `status.addresses` and `hostIP` (detected when unset).
     pub node_ip: Option<String>,
+    /// The pod network (bridge, veth per pod, host-gw routes); `None`: every pod keeps an
+    /// isolated network namespace with only `lo` (and no pod IP).
+    pub pod_network: Option<crate::net::PodNetworkOpts>,
 }
 
 impl AgentConfig {
@@ -116,6 +119,7 @@ impl AgentConfig {
             image_gc_low_threshold: 80,
             image_gc_period: Duration::from_secs(300),
             node_ip: None,
+            pod_network: None,
         }
     }
 

@@ -30,6 +30,8 @@ pub enum AgentError {
     Json(#[from] serde_json::Error),
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
+    #[error(transparent)]
+    Network(#[from] crate::net::NetError),
 }
 
 pub type Result<T, E = AgentError> = std::result::Result<T, E>;

@@ -20,6 +20,7 @@ pub mod images;
 pub mod logs;
 pub mod logserver;
 pub mod model;
+pub mod net;
 pub mod node;
 pub mod probes;
 pub mod stats;
@@ -60,6 +61,10 @@ impl Agent {
             context: format!("create {}", cfg.data_dir.display()),
             source: e,
         })?;
+        let net = match (&cfg.pod_network, cfg.hollow) {
+            (Some(o), false) => Some(net::PodNetwork::from_agent(o, &cfg, &host_ip)?),
+            _ => None,
+        };
         Ok(Agent {
             ctx: Arc::new(sync::Ctx {
                 cfg: Arc::new(cfg),
@@ -73,6 +78,7 @@ impl Agent {
                 qos: Mutex::default(),
                 host_ip,
                 pod_images: Mutex::default(),
+                net,
             }),
         })
     }
@@ -123,6 +129,9 @@ impl Agent {
             tasks.spawn(evict::run(ctx.clone()));
         }
         tasks.spawn(stats::run(ctx.clone(), ctx.cfg.stats_interval));
+        if let Some(n) = &ctx.net {
+            tasks.spawn(n.clone().run(net::api_client(&ctx.cfg)?));
+        }
         if !ctx.cfg.hollow {
             tasks.spawn(images::run_gc(ctx.clone()));
         }

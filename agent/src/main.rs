@@ -77,6 +77,16 @@ struct Args {
     /// The node's IP (detected when unset).
     #[arg(long)]
     node_ip: Option<String>,
+    /// Pod network of the cluster (the controller's --cluster-cidr); traffic leaving it is
+    /// masqueraded.
+    #[arg(long, default_value = kapsel_agent::net::DEFAULT_CLUSTER_CIDR)]
+    cluster_cidr: String,
+    /// MTU of pod interfaces (default: the MTU of the node IP's interface).
+    #[arg(long)]
+    pod_mtu: Option<u32>,
+    /// No pod network: pods get an isolated network namespace with only loopback.
+    #[arg(long)]
+    no_pod_network: bool,
     /// Run with the fake (hollow) runtime: containers are reported running, nothing runs.
     #[arg(long)]
     hollow: bool,
@@ -123,6 +133,12 @@ async fn main() -> anyhow::Result<()> {
     cfg.eviction_memory_available = parse_bytes(&a.eviction_memory_available)?;
     cfg.hollow = a.hollow;
     cfg.node_ip = a.node_ip.clone();
+    if !a.no_pod_network {
+        cfg.pod_network = Some(kapsel_agent::net::PodNetworkOpts {
+            cluster_cidr: a.cluster_cidr.clone(),
+            mtu: a.pod_mtu,
+        });
+    }
     let mut dirs = BTreeMap::new();
     for d in &a.image_dirs {
         let (n, p) = d.split_once('=').context("--image-dir wants NAME=PATH")?;

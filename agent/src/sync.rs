@@ -62,6 +62,8 @@ pub struct Ctx {
     pub host_ip: String,
     /// Images each pod (uid) uses, for image GC.
     pub pod_images: Mutex<HashMap<String, Vec<String>>>,
+    /// The pod network (`None`: hollow, or turned off; pods then have only `lo`).
+    pub net: Option<Arc<crate::net::PodNetwork>>,
 }
 
 impl Ctx {
@@ -150,6 +152,10 @@ struct Worker {
     probe_tasks: HashMap<ContainerId, AbortHandle>,
     killing: HashSet<ContainerId>,
     last_status: Option<PodStatus>,
+    /// The pod's IP once its network is up (reported as status.podIP).
+    pod_ip: Option<String>,
+    /// The last pod network error reported as an event (no event storm while retrying).
+    net_error: Option<String>,
     last_pod: Option<Arc<Pod>>,
     volumes: Option<BTreeMap<String, PathBuf>>,
     sources: Option<EnvSources>,
@@ -178,6 +184,8 @@ impl Worker {
             probe_tasks: HashMap::new(),
             killing: HashSet::new(),
             last_status: None,
+            pod_ip: None,
+            net_error: None,
             last_pod: None,
             volumes: None,
             sources: None,
@@ -418,6 +426,9 @@ impl Worker {
             .as_ref()
             .and_then(|s| s.phase.as_deref())
             .is_some_and(|p| p == "Succeeded" || p == "Failed");
+        if self.sandbox {
+            self.ensure_network(pod).await?;
+        }
         let actions = if terminal_in_api && self.instances.is_empty() {
             Vec::new() // a finished pod is never started again (agent restart, GC'd containers)
         } else {
@@ -502,13 +513,17 @@ impl Worker {
             // Keep our own transition times and startTime even if the watch lags.
             base.status = Some(last.clone());
         }
-        let st = status::pod_status(
+        let mut st = status::pod_status(
             &base,
             &self.instances,
             &self.memo,
             &self.ctx.host_ip,
             now_ms(),
         );
+        if let Some(ip) = &self.pod_ip {
+            st.pod_ip = Some(ip.clone());
+            st.pod_ips = vec![kapsel_api::PodIp { ip: ip.clone() }];
+        }
         if self.last_status.as_ref() == Some(&st) {
             return;
         }
@@ -533,6 +548,7 @@ impl Worker {
             hostname,
             resources: Resources::default(),
             share_pid: share_pid(pod),
+            host_network: crate::net::host_network(pod),
         };
         std::fs::create_dir_all(self.ctx.pod_dir(&self.uid)).map_err(|e| AgentError::Io {
             context: "create pod dir".into(),
@@ -544,11 +560,50 @@ impl Worker {
             Ok(()) | Err(RuntimeError::AlreadyExists { .. }) => {
                 tracing::debug!(pod = %self.pod_name(), elapsed_ms = t0.elapsed().as_secs_f64() * 1e3, "sandbox created");
                 self.sandbox = true;
-                Ok(())
+                self.ensure_network(pod).await
             }
             Err(e) => {
                 self.ctx
                     .event(pod, "Warning", "FailedCreatePodSandBox", e.to_string());
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Bring up the pod's network (IP, veth, routes; see [`crate::net`]) once its sandbox
+    /// exists; idempotent, so an adopted pod just learns its IP again. Until it succeeds no
+    /// container starts (the next sync retries).
+    async fn ensure_network(&mut self, pod: &Pod) -> Result<()> {
+        let Some(net) = self.ctx.net.clone() else {
+            return Ok(());
+        };
+        if self.pod_ip.is_some() {
+            return Ok(());
+        }
+        let Some(netns) = sandbox_id(&self.uid).and_then(|sb| self.ctx.rt.sandbox_netns(&sb))
+        else {
+            return Ok(());
+        };
+        let p = pod.clone();
+        match blocking(move || net.setup_pod(&p, &netns)).await? {
+            Ok(ip) => {
+                self.pod_ip = Some(ip.to_string());
+                self.net_error = None;
+                Ok(())
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                if self.net_error.as_deref() != Some(msg.as_str()) {
+                    if !matches!(e, crate::net::NetError::NotReady(_)) {
+                        self.ctx.event(
+                            pod,
+                            "Warning",
+                            "FailedCreatePodSandBox",
+                            format!("pod network: {msg}"),
+                        );
+                    }
+                    self.net_error = Some(msg);
+                }
                 Err(e.into())
             }
         }
@@ -1059,6 +1114,20 @@ impl Worker {
             }
         })
         .await;
+        // The sandbox (and with it the pod's netns) is gone: free the IP, drop its rules.
+        if let Some(net) = self.ctx.net.clone() {
+            let uid = self.uid.clone();
+            match blocking(move || net.teardown_pod(&uid)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(pod = %self.pod_name(), error = %e, "pod network teardown")
+                }
+                Err(e) => {
+                    tracing::warn!(pod = %self.pod_name(), error = %e, "pod network teardown task")
+                }
+            }
+        }
+        self.pod_ip = None;
         self.instances.clear();
         self.sandbox = false;
     }

@@ -801,6 +801,8 @@ async fn real_agent_sigkill_restart_adopts_and_cleans_up() {
                 &env.config.cgroup_parent,
                 "--eviction-memory-available",
                 "0",
+                // no controller here to hand out a podCIDR
+                "--no-pod-network",
             ])
             .arg("--image-dir")
             .arg(format!("busybox={}", env.rootfs.display()))

@@ -44,6 +44,16 @@ pub const DEFAULT_DATA_DIR: &str = "/var/lib/kapsel";
 /// Flags of the node agent, shared by `kapsel server` and `kapsel agent`.
 #[derive(Debug, Clone, Args)]
 pub struct AgentOpts {
+    /// Pod network of the cluster: the server hands each node a block of it (spec.podCIDR);
+    /// agents masquerade traffic leaving it.
+    #[arg(long, default_value = kapsel_agent::net::DEFAULT_CLUSTER_CIDR)]
+    pub cluster_cidr: String,
+    /// MTU of pod interfaces (default: the MTU of the node IP's interface).
+    #[arg(long)]
+    pub pod_mtu: Option<u32>,
+    /// No pod network: pods get an isolated network namespace with only loopback.
+    #[arg(long)]
+    pub no_pod_network: bool,
     /// Node name (default: the hostname).
     #[arg(long)]
     pub node_name: Option<String>,
@@ -119,6 +129,9 @@ pub struct ServerArgs {
     /// Pods on an unreachable node are deleted after this (seconds).
     #[arg(long, default_value_t = 5.0)]
     pub pod_eviction_timeout_seconds: f64,
+    /// Prefix length of each node's podCIDR block (of --cluster-cidr).
+    #[arg(long, default_value_t = 24)]
+    pub node_cidr_mask_size: u8,
     #[command(flatten)]
     pub agent: AgentOpts,
 }
@@ -358,6 +371,12 @@ fn build_agent(
     cfg.eviction_memory_available = parse_bytes(&opts.eviction_memory_available)?;
     cfg.hollow = opts.hollow;
     cfg.node_ip = opts.node_ip.clone();
+    if !opts.no_pod_network {
+        cfg.pod_network = Some(kapsel_agent::net::PodNetworkOpts {
+            cluster_cidr: opts.cluster_cidr.clone(),
+            mtu: opts.pod_mtu,
+        });
+    }
     let mut dirs = BTreeMap::new();
     for d in &opts.image_dirs {
         let (n, p) = d
@@ -466,6 +485,13 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
     let ccfg = kapsel_controller::Config {
         node_monitor_grace_period: secs(args.node_monitor_grace_seconds),
         pod_eviction_timeout: secs(args.pod_eviction_timeout_seconds),
+        pod_cidr: Some(
+            kapsel_controller::podcidr::CidrConfig::new(
+                &args.agent.cluster_cidr,
+                args.node_cidr_mask_size,
+            )
+            .map_err(|e| anyhow!("--cluster-cidr/--node-cidr-mask-size: {e}"))?,
+        ),
         ..Default::default()
     };
     let ctrl_rx = stop_rx.clone();

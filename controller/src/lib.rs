@@ -15,6 +15,7 @@ pub mod gc;
 
 pub mod labels;
 pub mod nodelifecycle;
+pub mod podcidr;
 
 pub mod podutil;
 pub mod quota;

@@ -51,6 +51,15 @@ struct Args {
     /// Concurrent reconciles per controller.
     #[arg(long, default_value_t = 4)]
     workers: usize,
+    /// Pod network of the cluster; every node gets a block of it in spec.podCIDR.
+    #[arg(long, default_value = kapsel_controller::podcidr::DEFAULT_CLUSTER_CIDR)]
+    cluster_cidr: String,
+    /// Prefix length of each node's block.
+    #[arg(long, default_value_t = 24)]
+    node_cidr_mask_size: u8,
+    /// Do not allocate node podCIDRs (another tool manages the pod network).
+    #[arg(long)]
+    no_allocate_node_cidrs: bool,
 }
 
 #[tokio::main]
@@ -71,6 +80,17 @@ async fn main() -> anyhow::Result<()> {
         node_monitor_grace_period: args.node_monitor_grace_period,
         pod_eviction_timeout: args.pod_eviction_timeout,
         workers: args.workers,
+        pod_cidr: if args.no_allocate_node_cidrs {
+            None
+        } else {
+            Some(
+                kapsel_controller::podcidr::CidrConfig::new(
+                    &args.cluster_cidr,
+                    args.node_cidr_mask_size,
+                )
+                .map_err(anyhow::Error::msg)?,
+            )
+        },
         ..Default::default()
     };
     tracing::info!(server = %args.server, ?cfg, "kapsel-controller starting");

@@ -3,6 +3,11 @@
 //!
 //! Everything a test starts is owned by a guard whose `Drop` stops it and removes what it
 //! created (processes, data dirs, cgroups under `kt-…`), also when the test fails.
+//!
+//! [`multinode`] runs a cluster of several real agents, each node a network namespace on a
+//! shared bridge, the control plane on the host.
+
+pub mod multinode;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

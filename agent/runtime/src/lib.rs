@@ -57,4 +57,9 @@ pub trait Runtime: Send + Sync {
     fn list(&self) -> Result<Vec<ContainerState>>;
     fn state(&self, id: &ContainerId) -> Result<ContainerState>;
     fn stats(&self, id: &ContainerId) -> Result<ContainerStats>;
+    /// The sandbox's network namespace as a file (a bind mount a netns fd can be opened
+    /// from), for the pod network; `None` when the runtime has none (hollow).
+    fn sandbox_netns(&self, _id: &SandboxId) -> Option<std::path::PathBuf> {
+        None
+    }
 }

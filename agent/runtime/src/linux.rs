@@ -846,13 +846,20 @@ impl Runtime for LinuxRuntime {
             // `ip netns add`): no pause process.
             let hostname = spec.hostname.clone();
             let d = dir.clone();
+            let host_network = spec.host_network;
             std::thread::spawn(move || -> Result<()> {
-                nix::sched::unshare(
-                    CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS,
-                )
-                .ctx(|| "unshare sandbox namespaces".into())?;
+                // hostNetwork: the bind mount below pins the caller's (the node's) netns.
+                let net = if host_network {
+                    CloneFlags::empty()
+                } else {
+                    CloneFlags::CLONE_NEWNET
+                };
+                nix::sched::unshare(net | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS)
+                    .ctx(|| "unshare sandbox namespaces".into())?;
                 nix::unistd::sethostname(&hostname).ctx(|| "sethostname".into())?;
-                loopback_up().ctx(|| "bring up lo".into())?;
+                if !host_network {
+                    loopback_up().ctx(|| "bring up lo".into())?;
+                }
                 for (name, _) in SANDBOX_NS {
                     let src = PathBuf::from(format!("/proc/thread-self/ns/{name}"));
                     nix::mount::mount(
@@ -1266,6 +1273,10 @@ impl Runtime for LinuxRuntime {
             created_unix_ms: st.created_unix_ms,
             labels: st.labels.clone(),
         })
+    }
+
+    fn sandbox_netns(&self, id: &SandboxId) -> Option<PathBuf> {
+        Some(self.sandbox_dir(id).join("net"))
     }
 
     fn stats(&self, id: &ContainerId) -> Result<ContainerStats> {

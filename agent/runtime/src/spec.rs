@@ -66,6 +66,10 @@ pub struct SandboxSpec {
     /// only long-lived helper; a pid namespace cannot outlive its init).
     #[serde(default)]
     pub share_pid: bool,
+    /// `hostNetwork: true`: the sandbox's `net` is the caller's network namespace (the node's)
+    /// instead of a new one.
+    #[serde(default)]
+    pub host_network: bool,
 }
 
 /// Cgroup limits. `None` means unlimited / kernel default.

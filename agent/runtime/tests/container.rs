@@ -490,6 +490,7 @@ fn sandbox_shares_net_ipc_uts_between_containers() {
             hostname: "kt-pod".into(),
             resources: Default::default(),
             share_pid: false,
+            host_network: false,
         })
         .unwrap();
     let script = "hostname; readlink /proc/self/ns/net; readlink /proc/self/ns/ipc; readlink /proc/self/ns/mnt; ip link show lo | head -1";
@@ -638,6 +639,7 @@ fn shared_pid_namespace_sees_the_pods_processes() {
             hostname: "kt-spid".into(),
             resources: Default::default(),
             share_pid: true,
+            host_network: false,
         })
         .unwrap();
     let mut a = env.spec("sa", &["/bin/sleep", "30"]);

@@ -8,6 +8,7 @@ pub mod endpoints;
 pub mod gc;
 pub mod namespace;
 pub mod node;
+pub mod podcidr;
 pub mod queue;
 pub mod recorder;
 pub mod replicaset;
@@ -46,6 +47,8 @@ pub struct Config {
     /// `source.component` of events.
     pub component: String,
     pub clock: Arc<dyn Clock>,
+    /// Node podCIDR allocation (`--cluster-cidr`, `--node-cidr-mask-size`); `None`: off.
+    pub pod_cidr: Option<crate::podcidr::CidrConfig>,
 }
 
 impl Default for Config {
@@ -58,6 +61,8 @@ impl Default for Config {
             quota_resync: Duration::from_secs(10),
             component: "kapsel-controller".into(),
             clock: Arc::new(SystemClock),
+            pod_cidr: crate::podcidr::CidrConfig::new(crate::podcidr::DEFAULT_CLUSTER_CIDR, 24)
+                .ok(),
         }
     }
 }
@@ -396,6 +401,10 @@ async fn start(ctx: Arc<Ctx>, w: Writers, tasks: &mut JoinSet<()>) {
         ctx.cfg.workers,
         ctx.cfg.resync,
     ));
+
+    if let Some(cidr) = ctx.cfg.pod_cidr {
+        tasks.spawn(podcidr::run(ctx.client.clone(), cidr));
+    }
 
     // Workers start once the caches they read are synced.
     let c = ctx.clone();

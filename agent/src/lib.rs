@@ -23,6 +23,7 @@ pub mod model;
 pub mod net;
 pub mod node;
 pub mod probes;
+pub mod profile;
 pub mod stats;
 pub mod status;
 pub mod sync;

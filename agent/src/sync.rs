@@ -717,6 +717,8 @@ impl Worker {
         spec.run_as_non_root = sc.run_as_non_root.or(psc.run_as_non_root).unwrap_or(false);
         spec.privileged = sc.privileged.unwrap_or(false);
         spec.read_only_rootfs = sc.read_only_root_filesystem.unwrap_or(false);
+        spec.landlock = crate::profile::landlock_for(&pod.metadata.annotations, &c.name)
+            .map_err(|m| ("CreateContainerConfigError".to_string(), m))?;
         if let Some(caps) = &sc.capabilities {
             spec.capabilities.add = caps.add.clone();
             spec.capabilities.drop = caps.drop.clone();

@@ -1007,3 +1007,43 @@ async fn real_volumes_emptydir_memory_hostpath_and_downward_api() {
         "hostPath content is left alone"
     );
 }
+
+/// `kapsel.dev/allowed-executables`: the listed command runs, a shell the list leaves out is
+/// refused (RunContainerError, EACCES); a per-container list overrides the pod's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_allowed_executables_annotation() {
+    let Some(r) = Rig::new(|_| {}).await else {
+        return;
+    };
+    let mut p = pod(
+        "locked",
+        "real",
+        vec![
+            container("c", "busybox", &["/bin/sleep", "1000"]),
+            sh("shell", "echo ran; exec sleep 1000"),
+            sh("free", "exec sleep 1000"),
+        ],
+    );
+    p.metadata.annotations = BTreeMap::from([
+        (
+            "kapsel.dev/allowed-executables".to_string(),
+            "/bin/sleep".to_string(),
+        ),
+        (
+            "kapsel.dev/allowed-executables.free".to_string(),
+            "/bin".to_string(),
+        ),
+    ]);
+    r.api.create(&p).await.unwrap();
+    let p = wait_pod(&r.api, "locked", T, |p| {
+        waiting_reason(p, "shell").as_deref() == Some("RunContainerError")
+            && cstatus(p, "c")
+                .is_some_and(|s| s.state.as_ref().is_some_and(|st| st.running.is_some()))
+            && cstatus(p, "free")
+                .is_some_and(|s| s.state.as_ref().is_some_and(|st| st.running.is_some()))
+    })
+    .await;
+    let msg = format!("{:?}", cstatus(&p, "shell").unwrap().state);
+    assert!(msg.contains("Permission denied"), "{msg}");
+    r.delete_all().await;
+}

@@ -7,12 +7,14 @@ pub mod codec;
 pub mod core;
 pub mod meta;
 pub mod quantity;
+pub mod rbac;
 pub mod resource;
 
 pub use apps::*;
 pub use core::*;
 pub use meta::*;
 pub use quantity::Quantity;
+pub use rbac::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject};
 pub use resource::Resource;
 pub mod selector;
 pub mod table;

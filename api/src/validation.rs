@@ -9,6 +9,7 @@ pub mod field;
 pub mod meta;
 pub mod names;
 pub mod pod;
+pub mod rbac;
 pub use self::core::namespace_status_defaults;
 pub use field::*;
 pub use meta::*;
@@ -129,6 +130,7 @@ use crate::core::{
     Binding, ConfigMap, Endpoints, Event, LimitRange, Namespace, Node, Pod, ResourceQuota, Secret,
     Service,
 };
+use crate::rbac::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 
 rules!(Namespace, validate: core::validate_namespace, update: with_meta_update(core::validate_namespace), defaults: no_defaults);
 rules!(Node, validate: core::validate_node, update: core::validate_node_update, defaults: core::default_node);
@@ -145,3 +147,7 @@ rules!(ReplicaSet, validate: apps::validate_replica_set, update: apps::validate_
 rules!(Deployment, validate: apps::validate_deployment, update: apps::validate_deployment_update, defaults: apps::default_deployment);
 rules!(Lease, validate: apps::validate_lease, update: with_meta_update(apps::validate_lease), defaults: no_defaults);
 rules!(Scale, validate: apps::validate_scale, update: |n: &Scale, _: &Scale| apps::validate_scale(n), defaults: no_defaults);
+rules!(Role, validate: rbac::validate_role, update: with_meta_update(rbac::validate_role), defaults: no_defaults);
+rules!(ClusterRole, validate: rbac::validate_cluster_role, update: with_meta_update(rbac::validate_cluster_role), defaults: no_defaults);
+rules!(RoleBinding, validate: rbac::validate_role_binding, update: rbac::validate_role_binding_update, defaults: no_defaults);
+rules!(ClusterRoleBinding, validate: rbac::validate_cluster_role_binding, update: rbac::validate_cluster_role_binding_update, defaults: no_defaults);

@@ -65,6 +65,8 @@ pub fn name_errors(def: &ResourceDef, name: &str) -> ErrorList {
         "services" => (is_dns1035_label(name), DNS1035_LABEL_MSG, 63),
         // Kubernetes validates event names only as path segments.
         "events" => (true, "", 253),
+        // RBAC names are path segments too (`system:node`).
+        "roles" | "clusterroles" | "rolebindings" | "clusterrolebindings" => (true, "", 253),
         _ => (is_dns1123_subdomain(name), DNS1123_SUBDOMAIN_MSG, 253),
     };
     let mut errs = Vec::new();

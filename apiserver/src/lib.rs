@@ -9,6 +9,7 @@
 pub mod admission;
 pub mod apply;
 pub mod auth;
+pub mod authz;
 pub mod checks;
 pub mod component;
 pub mod discovery;

@@ -10,8 +10,9 @@ use serde_json::Value;
 
 use kapsel_api::codec::{self, DecodeError};
 use kapsel_api::{
-    ApiObject, ConfigMap, Deployment, Endpoints, ErrorList, Event, Lease, LimitRange, Namespace,
-    Node, Pod, ReplicaSet, ResourceQuota, Secret, Service,
+    ApiObject, ClusterRole, ClusterRoleBinding, ConfigMap, Deployment, Endpoints, ErrorList, Event,
+    Lease, LimitRange, Namespace, Node, Pod, ReplicaSet, ResourceQuota, Role, RoleBinding, Secret,
+    Service,
 };
 
 /// Kind-specific operations on JSON objects.
@@ -154,7 +155,7 @@ macro_rules! def {
 const ALL: &[&str] = &["all"];
 const NONE: &[&str] = &[];
 
-static DEFS: [ResourceDef; 13] = [
+static DEFS: [ResourceDef; 17] = [
     def!(Namespace, cats: NONE, subs: &["status", "finalize"], fields: &["status.phase"], spec: true, status: true),
     def!(Node, cats: NONE, subs: &["status"], fields: &["spec.unschedulable"], spec: true, status: true),
     def!(Pod, cats: ALL, subs: &["status", "binding"],
@@ -175,6 +176,10 @@ static DEFS: [ResourceDef; 13] = [
                   "involvedObject.fieldPath", "reason", "reportingComponent", "source", "type"],
         spec: false, status: false),
     def!(Lease, cats: NONE, subs: NONE, fields: NONE, spec: true, status: false),
+    def!(Role, cats: NONE, subs: NONE, fields: NONE, spec: false, status: false),
+    def!(ClusterRole, cats: NONE, subs: NONE, fields: NONE, spec: false, status: false),
+    def!(RoleBinding, cats: NONE, subs: NONE, fields: NONE, spec: false, status: false),
+    def!(ClusterRoleBinding, cats: NONE, subs: NONE, fields: NONE, spec: false, status: false),
 ];
 
 /// Every served resource.
@@ -245,7 +250,12 @@ mod tests {
         assert_eq!(d.group_resource(), "deployments.apps");
         assert_eq!(
             group_versions(),
-            vec![("", "v1"), ("apps", "v1"), ("coordination.k8s.io", "v1")]
+            vec![
+                ("", "v1"),
+                ("apps", "v1"),
+                ("coordination.k8s.io", "v1"),
+                ("rbac.authorization.k8s.io", "v1")
+            ]
         );
     }
 

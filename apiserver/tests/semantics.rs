@@ -564,7 +564,10 @@ async fn discovery_and_health() {
         .iter()
         .map(|g| g["name"].as_str().unwrap())
         .collect();
-    assert_eq!(groups, vec!["apps", "coordination.k8s.io"]);
+    assert_eq!(
+        groups,
+        vec!["apps", "coordination.k8s.io", "rbac.authorization.k8s.io"]
+    );
     let core = h.get("/api/v1").await;
     let res = core.body["resources"].as_array().unwrap();
     let pods = res.iter().find(|r| r["name"] == "pods").unwrap();

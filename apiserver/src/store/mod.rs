@@ -10,6 +10,7 @@
 //! [`Store`] is the seam that keeps sled swappable (etcd is the way past one machine): its
 //! transaction model (read, then conditionally write, all at one revision) maps onto etcd's STM.
 
+pub mod encryption;
 pub mod ring;
 pub mod sled_store;
 

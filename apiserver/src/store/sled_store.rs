@@ -37,6 +37,9 @@ pub struct SledOptions {
     /// concurrent), the flusher waits this long before the next fsync so that it covers more.
     /// A lone writer never waits.
     pub commit_delay: std::time::Duration,
+    /// Secrets at rest: values under [`super::encryption::ENCRYPTED_PREFIXES`] are stored
+    /// encrypted (and decrypted on every read).
+    pub encryption: Option<Arc<super::encryption::Encryption>>,
 }
 
 impl Default for SledOptions {
@@ -45,6 +48,7 @@ impl Default for SledOptions {
             watch_history: 10_000,
             cache_bytes: 32 * 1024 * 1024,
             commit_delay: std::time::Duration::from_micros(500),
+            encryption: None,
         }
     }
 }
@@ -62,6 +66,7 @@ struct Inner {
     closed: AtomicBool,
     stats: Mutex<FlushStats>,
     commit_delay: std::time::Duration,
+    encryption: Option<Arc<super::encryption::Encryption>>,
 }
 
 /// Group-commit counters, for benchmarks and metrics.
@@ -113,6 +118,7 @@ impl SledStore {
             closed: AtomicBool::new(false),
             stats: Mutex::new(FlushStats::default()),
             commit_delay: opts.commit_delay,
+            encryption: opts.encryption.clone(),
         });
         let thread_inner = Arc::clone(&inner);
         let handle = std::thread::Builder::new()
@@ -154,6 +160,16 @@ impl SledStore {
     /// Bytes sled uses on disk.
     pub fn size_on_disk(&self) -> u64 {
         self.inner.db.size_on_disk().unwrap_or(0)
+    }
+}
+
+impl Inner {
+    /// A stored value as the API sees it (decrypted where encryption applies).
+    fn plain(&self, key: &[u8], stored: &[u8]) -> Result<Bytes, StoreError> {
+        match &self.encryption {
+            Some(enc) if super::encryption::Encryption::applies(key) => enc.open(stored),
+            _ => Ok(Bytes::copy_from_slice(stored)),
+        }
     }
 }
 
@@ -213,6 +229,7 @@ fn flusher(inner: Arc<Inner>) {
 
 struct SledTxn<'a> {
     db: &'a sled::Db,
+    inner: &'a Inner,
     revision: Revision,
     /// key → Some(value) | None (deleted), with tombstones for events.
     writes: BTreeMap<String, Write>,
@@ -225,10 +242,10 @@ enum Write {
 
 impl SledTxn<'_> {
     fn committed(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
-        Ok(self
-            .db
+        self.db
             .get(key.as_bytes())?
-            .map(|v| Bytes::copy_from_slice(&v)))
+            .map(|v| self.inner.plain(key.as_bytes(), &v))
+            .transpose()
     }
 }
 
@@ -245,10 +262,8 @@ impl Txn for SledTxn<'_> {
         let mut out: BTreeMap<String, Bytes> = BTreeMap::new();
         for kv in self.db.scan_prefix(prefix.as_bytes()) {
             let (k, v) = kv?;
-            out.insert(
-                String::from_utf8_lossy(&k).into_owned(),
-                Bytes::copy_from_slice(&v),
-            );
+            let v = self.inner.plain(&k, &v)?;
+            out.insert(String::from_utf8_lossy(&k).into_owned(), v);
         }
         for (k, w) in self.writes.range(prefix.to_string()..) {
             if !k.starts_with(prefix) {
@@ -286,7 +301,8 @@ impl Store for SledStore {
             .inner
             .db
             .get(key.as_bytes())?
-            .map(|v| Bytes::copy_from_slice(&v)))
+            .map(|v| self.inner.plain(key.as_bytes(), &v))
+            .transpose()?)
     }
 
     fn list(
@@ -313,10 +329,8 @@ impl Store for SledStore {
                 more = true;
                 break;
             }
-            items.push((
-                String::from_utf8_lossy(&k).into_owned(),
-                Bytes::copy_from_slice(&v),
-            ));
+            let v = self.inner.plain(&k, &v)?;
+            items.push((String::from_utf8_lossy(&k).into_owned(), v));
         }
         drop(guard);
         Ok(ListResult {
@@ -342,6 +356,7 @@ impl Store for SledStore {
         let current = *guard;
         let mut txn = SledTxn {
             db: &self.inner.db,
+            inner: &self.inner,
             revision: current + 1,
             writes: BTreeMap::new(),
         };
@@ -356,7 +371,12 @@ impl Store for SledStore {
             let prev = txn.committed(&key).map_err(E::from)?;
             match w {
                 Write::Put(v) => {
-                    batch.insert(key.as_bytes(), v.as_ref());
+                    match &self.inner.encryption {
+                        Some(enc) if super::encryption::Encryption::applies(key.as_bytes()) => {
+                            batch.insert(key.as_bytes(), enc.seal(&v).map_err(E::from)?);
+                        }
+                        _ => batch.insert(key.as_bytes(), v.as_ref()),
+                    }
                     events.push(StoreEvent {
                         revision,
                         kind: if prev.is_some() {

@@ -61,6 +61,12 @@ pub trait ControlPlane: Send + Sync + 'static {
     async fn report_stats(&self, stats: &v1::NodeStats) -> Result<()>;
     /// Hold the log relay stream open, serving requests, until it breaks.
     async fn serve_logs(&self, node: &str, server: Arc<dyn LogServer>) -> Result<()>;
+    /// How the agent's REST watches (Nodes for the pod network, Services and Endpoints for
+    /// the proxy) reach the API server with this node's identity; `None`: the agent config's
+    /// server URL and token.
+    fn rest_config(&self) -> Option<kapsel_api::client::ClientConfig> {
+        None
+    }
 }
 
 /// The gRPC client of the component API.

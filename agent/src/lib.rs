@@ -131,7 +131,7 @@ impl Agent {
         }
         tasks.spawn(stats::run(ctx.clone(), ctx.cfg.stats_interval));
         if let Some(n) = &ctx.net {
-            tasks.spawn(n.clone().run(net::api_client(&ctx.cfg)?));
+            tasks.spawn(n.clone().run(net::api_client(&ctx.cfg, ctx.cp.as_ref())?));
         }
         if !ctx.cfg.hollow {
             tasks.spawn(images::run_gc(ctx.clone()));

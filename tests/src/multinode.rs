@@ -379,6 +379,14 @@ fn sweep(tag: impl Fn(&str) -> bool) {
 /// Remove leftovers of dead harness processes (called by [`Cluster::start`]).
 pub fn sweep_dead() {
     sweep(|n| owner_of(n).is_some_and(|pid| !pid_alive(pid)));
+    if let Ok(rd) = std::fs::read_dir(std::env::temp_dir()) {
+        for e in rd.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if owner_of(&n).is_some_and(|pid| !pid_alive(pid)) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
 }
 
 /// Everything this process's harness owns that still exists: netns, links, cgroups, mounts.

@@ -112,12 +112,22 @@ impl Default for PodNetworkOpts {
 pub const DEFAULT_CLUSTER_CIDR: &str = "10.88.0.0/16";
 
 /// The REST client the agent's watches (Nodes here; Services and Endpoints for the proxy)
-/// use: the server and token of the agent's configuration.
-pub fn api_client(cfg: &crate::AgentConfig) -> crate::Result<Client> {
-    let mut cc = kapsel_api::client::ClientConfig::new(&cfg.server);
-    if let Some(t) = &cfg.token {
-        cc = cc.with_token(t.clone());
-    }
+/// use: the node's identity from the control plane client (mTLS), else the configured server
+/// URL and token.
+pub fn api_client(
+    cfg: &crate::AgentConfig,
+    cp: &dyn crate::ControlPlane,
+) -> crate::Result<Client> {
+    let cc = match cp.rest_config() {
+        Some(cc) => cc,
+        None => {
+            let mut cc = kapsel_api::client::ClientConfig::new(&cfg.server);
+            if let Some(t) = &cfg.token {
+                cc = cc.with_token(t.clone());
+            }
+            cc
+        }
+    };
     Client::from_config(cc)
         .map_err(|e| crate::AgentError::InvalidConfig(format!("API client: {e}")))
 }

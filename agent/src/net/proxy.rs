@@ -304,15 +304,15 @@ pub fn render(table: &str, node: &str, ports: &[SvcPort]) -> String {
     let _ = writeln!(s, "delete table {FAMILY} {table}");
     let _ = writeln!(s, "table {FAMILY} {table} {{");
     s.push_str(&sets);
-    s.push_str("\tchain prerouting {\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n\t\tjump services\n\t}\n");
-    s.push_str("\tchain output {\n\t\ttype nat hook output priority dstnat; policy accept;\n\t\tjump services\n\t}\n");
+    s.push_str("\tchain prerouting {\n\t\ttype nat hook prerouting priority -100; policy accept;\n\t\tjump services\n\t}\n");
+    s.push_str("\tchain output {\n\t\ttype nat hook output priority -100; policy accept;\n\t\tjump services\n\t}\n");
     let _ = writeln!(
         s,
-        "\tchain postrouting {{\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\t\tmeta mark & {MASQ_MARK:#x} == {MASQ_MARK:#x} masquerade\n\t}}"
+        "\tchain postrouting {{\n\t\ttype nat hook postrouting priority 100; policy accept;\n\t\tmeta mark & {MASQ_MARK:#x} == {MASQ_MARK:#x} masquerade\n\t}}"
     );
-    s.push_str("\tchain filter-input {\n\t\ttype filter hook input priority filter - 1; policy accept;\n\t\tjump no-endpoints-local\n\t}\n");
-    s.push_str("\tchain filter-forward {\n\t\ttype filter hook forward priority filter - 1; policy accept;\n\t\tjump no-endpoints\n\t}\n");
-    s.push_str("\tchain filter-output {\n\t\ttype filter hook output priority filter - 1; policy accept;\n\t\tjump no-endpoints\n\t\tjump no-endpoints-local\n\t}\n");
+    s.push_str("\tchain filter-input {\n\t\ttype filter hook input priority -1; policy accept;\n\t\tjump no-endpoints-local\n\t}\n");
+    s.push_str("\tchain filter-forward {\n\t\ttype filter hook forward priority -1; policy accept;\n\t\tjump no-endpoints\n\t}\n");
+    s.push_str("\tchain filter-output {\n\t\ttype filter hook output priority -1; policy accept;\n\t\tjump no-endpoints\n\t\tjump no-endpoints-local\n\t}\n");
     let _ = write!(s, "\tchain no-endpoints {{\n{noep}\t}}\n");
     let _ = write!(s, "\tchain no-endpoints-local {{\n{noep_local}\t}}\n");
     let _ = write!(s, "\tchain services {{\n{services}\t}}\n");

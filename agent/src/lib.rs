@@ -132,6 +132,15 @@ impl Agent {
         tasks.spawn(stats::run(ctx.clone(), ctx.cfg.stats_interval));
         if let Some(n) = &ctx.net {
             tasks.spawn(n.clone().run(net::api_client(&ctx.cfg, ctx.cp.as_ref())?));
+            // Services: the node's nftables table ip kapsel-svc (net::proxy).
+            let (programmed, _) = tokio::sync::watch::channel(net::proxy::Programmed::default());
+            tasks.spawn(net::proxy::run(
+                net::api_client(&ctx.cfg, ctx.cp.as_ref())?,
+                ctx.cfg.node_name.clone(),
+                net::proxy::TABLE.into(),
+                Arc::new(net::nft::NftCli::default()),
+                programmed,
+            ));
         }
         if !ctx.cfg.hollow {
             tasks.spawn(images::run_gc(ctx.clone()));

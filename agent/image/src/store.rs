@@ -201,6 +201,8 @@ pub(crate) struct Inner {
     pub clients: Mutex<Vec<(Vec<String>, Arc<oci_client::Client>)>>,
     /// total blob downloads started by this store (for tests and metrics)
     pub downloads: std::sync::atomic::AtomicU64,
+    /// `ROOT/lock`, held shared while the store is open (see [`ImageStore::open_with`])
+    _lock: std::fs::File,
 }
 
 /// The node's image store. Cheap to clone; all clones share locks.
@@ -263,13 +265,54 @@ impl ImageStore {
 
     /// Open (or create) a store. Leftovers of a crash are cleaned: unpacks in progress,
     /// half-deleted snapshots and import staging are removed; partial downloads are kept and
-    /// resumed by the next pull.
+    /// resumed by the next pull. Every open store holds a shared `flock` on `ROOT/lock`; the
+    /// cleaning happens only when no other process has the store open (`kapsel image import`
+    /// next to a running agent must not delete the agent's unpacks in progress).
     pub fn open_with(root: impl AsRef<Path>, opts: StoreOptions) -> Result<Self> {
         let root = root.as_ref().to_path_buf();
         for d in ["blobs/sha256", "ingest", "snapshots", "images", "tmp"] {
             let p = root.join(d);
             std::fs::create_dir_all(&p).map_err(|e| ImageError::io("create", &p, e))?;
         }
+        let lock_path = root.join("lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| ImageError::io("open", &lock_path, e))?;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&lock);
+        // SAFETY: `fd` is an open file descriptor owned by `lock`, alive for the call.
+        let alone = unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } == 0;
+        if alone {
+            Self::clean_leftovers(&root)?;
+        }
+        // SAFETY: as above; converts our exclusive lock (if any) into a shared one, or waits
+        // for a shared one (only an opening process holds it exclusively, briefly).
+        if unsafe { libc::flock(fd, libc::LOCK_SH) } != 0 {
+            return Err(ImageError::io(
+                "flock",
+                &lock_path,
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(ImageStore {
+            inner: Arc::new(Inner {
+                root,
+                opts,
+                locks: KeyedLocks::default(),
+                gc_lock: tokio::sync::RwLock::new(()),
+                clients: Mutex::new(Vec::new()),
+                downloads: std::sync::atomic::AtomicU64::new(0),
+                _lock: lock,
+            }),
+        })
+    }
+
+    /// Remove unpacks in progress, half-deleted snapshots and import staging (no other
+    /// process has the store open).
+    fn clean_leftovers(root: &Path) -> Result<()> {
         let snaps = root.join("snapshots");
         for e in std::fs::read_dir(&snaps).map_err(|e| ImageError::io("read", &snaps, e))? {
             let e = e.map_err(|e| ImageError::io("read", &snaps, e))?;
@@ -287,16 +330,7 @@ impl ImageStore {
         {
             remove_tree(&e.path()).map_err(|err| ImageError::io("remove", e.path(), err))?;
         }
-        Ok(ImageStore {
-            inner: Arc::new(Inner {
-                root,
-                opts,
-                locks: KeyedLocks::default(),
-                gc_lock: tokio::sync::RwLock::new(()),
-                clients: Mutex::new(Vec::new()),
-                downloads: std::sync::atomic::AtomicU64::new(0),
-            }),
-        })
+        Ok(())
     }
 
     pub fn root(&self) -> &Path {
@@ -619,5 +653,25 @@ impl ImageStore {
             report.removed.push(rec.name);
         }
         Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leftovers_are_cleaned_only_when_no_other_process_has_the_store_open() {
+        let d = tempfile::tempdir().unwrap();
+        let first = ImageStore::open(d.path()).unwrap();
+        let unpacking = d.path().join("snapshots/.tmp-abc-1-0");
+        std::fs::create_dir_all(unpacking.join("fs")).unwrap();
+        // a second opener (another process, e.g. `kapsel image import`) keeps it: flock
+        // is per open file description, so a second open in this process is a fair stand-in
+        let second = ImageStore::open(d.path()).unwrap();
+        assert!(unpacking.exists(), "an unpack in progress was removed");
+        drop((first, second));
+        let _third = ImageStore::open(d.path()).unwrap();
+        assert!(!unpacking.exists(), "a crash's leftover was kept");
     }
 }

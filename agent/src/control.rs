@@ -72,8 +72,11 @@ pub trait ControlPlane: Send + Sync + 'static {
 /// The gRPC client of the component API.
 #[derive(Clone)]
 pub struct GrpcControlPlane {
-    channel: Channel,
+    channel: Arc<std::sync::Mutex<(u64, Channel)>>,
     token: Option<MetadataValue<tonic::metadata::Ascii>>,
+    /// mTLS: the node's certificates; a renewal (new generation) reconnects.
+    certs: Option<Arc<crate::certs::NodeCerts>>,
+    server: String,
 }
 
 fn to_json<T: Serialize>(v: &T) -> Result<Vec<u8>> {
@@ -87,13 +90,7 @@ fn from_json<T: DeserializeOwned>(b: &[u8]) -> Result<T> {
 impl GrpcControlPlane {
     /// A lazily connecting client for `server` (`http://host:port`); reconnects on its own.
     pub fn new(server: &str, token: Option<&str>) -> Result<Self> {
-        let ep = Endpoint::from_shared(server.to_string())
-            .map_err(|e| AgentError::InvalidConfig(format!("server URL {server:?}: {e}")))?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(20))
-            .keep_alive_timeout(Duration::from_secs(10))
-            .keep_alive_while_idle(true);
+        let ep = Self::endpoint(server, None)?;
         let token = match token {
             Some(t) => Some(
                 format!("Bearer {t}")
@@ -103,13 +100,64 @@ impl GrpcControlPlane {
             None => None,
         };
         Ok(GrpcControlPlane {
-            channel: ep.connect_lazy(),
+            channel: Arc::new(std::sync::Mutex::new((0, ep.connect_lazy()))),
             token,
+            certs: None,
+            server: server.to_string(),
         })
     }
 
+    /// A client authenticating with the node's certificate over TLS verified against the
+    /// cluster CA (`https://host:port`).
+    pub fn with_certs(certs: Arc<crate::certs::NodeCerts>) -> Result<Self> {
+        let server = certs.server().to_string();
+        let ep = Self::endpoint(&server, Some(&certs))?;
+        Ok(GrpcControlPlane {
+            channel: Arc::new(std::sync::Mutex::new((certs.generation(), ep.connect_lazy()))),
+            token: None,
+            certs: Some(certs),
+            server,
+        })
+    }
+
+    fn endpoint(server: &str, certs: Option<&crate::certs::NodeCerts>) -> Result<Endpoint> {
+        let mut ep = Endpoint::from_shared(server.to_string())
+            .map_err(|e| AgentError::InvalidConfig(format!("server URL {server:?}: {e}")))?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(20))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .keep_alive_while_idle(true);
+        if let Some(c) = certs {
+            use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+            let (cert, key) = c.identity();
+            let tls = ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(c.ca_pem()))
+                .identity(Identity::from_pem(cert, key));
+            ep = ep
+                .tls_config(tls)
+                .map_err(|e| AgentError::InvalidConfig(format!("TLS: {e}")))?;
+        }
+        Ok(ep)
+    }
+
     fn client(&self) -> NodeAgentClient<Channel> {
-        NodeAgentClient::new(self.channel.clone())
+        let mut cur = self
+            .channel
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(c) = &self.certs {
+            let gen = c.generation();
+            if gen != cur.0 {
+                // A renewed certificate: new connections (the old ones keep serving the
+                // streams opened on them until they end).
+                match Self::endpoint(&self.server, Some(c)) {
+                    Ok(ep) => *cur = (gen, ep.connect_lazy()),
+                    Err(e) => tracing::error!(error = %e, "reconnecting with the renewed certificate"),
+                }
+            }
+        }
+        NodeAgentClient::new(cur.1.clone())
     }
 
     fn req<T>(&self, msg: T) -> tonic::Request<T> {
@@ -144,6 +192,15 @@ impl GrpcControlPlane {
 
 #[tonic::async_trait]
 impl ControlPlane for GrpcControlPlane {
+    fn rest_config(&self) -> Option<kapsel_api::client::ClientConfig> {
+        let c = self.certs.as_ref()?;
+        let (cert, key) = c.identity();
+        let mut cc = kapsel_api::client::ClientConfig::new(c.server());
+        cc.ca_cert_pem = Some(c.ca_pem().as_bytes().to_vec());
+        cc.client_identity_pem = Some(format!("{cert}\n{key}").into_bytes());
+        Some(cc)
+    }
+
     async fn register(&self, node: &Node) -> Result<Node> {
         let r = self
             .client()

@@ -10,6 +10,7 @@
 
 pub mod actions;
 pub mod backoff;
+pub mod certs;
 pub mod config;
 pub mod control;
 pub mod env;

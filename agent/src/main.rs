@@ -153,8 +153,24 @@ async fn main() -> anyhow::Result<()> {
     }
     cfg.image_gc_high_threshold = a.image_gc_high_threshold;
     cfg.image_gc_low_threshold = a.image_gc_low_threshold;
+    // https: join with the token (K10<CA hash>::ID.SECRET) or reuse DATA_DIR/pki, then mTLS
+    // with renewal (certs.rs); http: an --insecure-http server.
+    let cp = if a.server.starts_with("http://") {
+        Arc::new(kapsel_agent::GrpcControlPlane::new(&a.server, a.token.as_deref())?)
+    } else {
+        let certs = kapsel_agent::certs::NodeCerts::load_or_join(
+            &a.server,
+            &cfg.node_name,
+            &a.data_dir.join("pki"),
+            a.token.as_deref(),
+        )
+        .await
+        .context("joining the cluster")?;
+        tokio::spawn(Arc::clone(&certs).run_renewal());
+        Arc::new(kapsel_agent::GrpcControlPlane::with_certs(certs)?)
+    };
     let agent = if a.hollow {
-        Agent::connect(cfg, Arc::new(HollowRuntime::new()), Arc::new(HollowImages))?
+        Agent::new(cfg, cp, Arc::new(HollowRuntime::new()), Arc::new(HollowImages))?
     } else {
         let rt = LinuxRuntime::new(RuntimeConfig {
             state_dir: a.runtime_dir.clone(),
@@ -165,7 +181,7 @@ async fn main() -> anyhow::Result<()> {
         let store = kapsel_image::ImageStore::open(a.data_dir.join("images"))
             .context("opening the image store")?;
         let images = StoreImages::new(Arc::new(store), dirs);
-        Agent::connect(cfg, Arc::new(rt), Arc::new(images))?
+        Agent::new(cfg, cp, Arc::new(rt), Arc::new(images))?
     };
     tokio::select! {
         r = agent.run() => r?,

@@ -6,6 +6,7 @@
 //! - [`registry`]: the served kinds; [`admission`]: LimitRange and ResourceQuota (pure functions).
 //! - [`store`]: the storage layer (sled, group commit, watch ring).
 
+pub mod accept;
 pub mod admission;
 pub mod apply;
 pub mod auth;
@@ -20,9 +21,11 @@ pub mod objects;
 pub mod patch;
 pub mod registry;
 pub mod rest;
+pub mod security;
 pub mod server;
 pub mod table;
 pub mod store;
+pub mod tls;
 pub mod svcalloc;
 pub mod watch;
 

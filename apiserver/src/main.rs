@@ -20,9 +20,23 @@ struct Args {
         default_value = "/var/lib/kapsel/apiserver"
     )]
     data_dir: PathBuf,
-    /// Address to listen on (plain HTTP; TLS comes with the security work).
-    #[arg(long, env = "KAPSEL_LISTEN", default_value = "127.0.0.1:6443")]
+    /// Address to listen on (HTTPS; the CA, serving certificate, admin and join tokens and a
+    /// client config are in DATA_DIR/auth/).
+    #[arg(long, env = "KAPSEL_LISTEN", default_value = "0.0.0.0:6443")]
     listen: SocketAddr,
+    /// Another name or IP address of this server for its certificate (repeatable).
+    #[arg(long = "tls-san", value_name = "NAME")]
+    tls_san: Vec<String>,
+    /// Plain HTTP without authentication (everyone is the admin), development only: refused
+    /// unless --listen is a loopback address.
+    #[arg(long)]
+    insecure_http: bool,
+    /// Static bearer tokens, Kubernetes' CSV format: token,user,uid,"group1,group2".
+    #[arg(long, value_name = "PATH")]
+    token_auth_file: Option<PathBuf>,
+    /// Lifetime of node client certificates (Go duration: 8760h, 30m, 90s).
+    #[arg(long, default_value = "8760h", value_parser = kapsel_apiserver::security::parse_ttl)]
+    node_cert_ttl: std::time::Duration,
     /// Watch events kept in memory; older resourceVersions answer 410 Gone.
     #[arg(long, default_value_t = 10_000)]
     watch_history: usize,
@@ -84,6 +98,24 @@ fn main() -> std::process::ExitCode {
     config.cache_bytes = args.cache_mib * 1024 * 1024;
     config.commit_delay = std::time::Duration::from_micros(args.commit_delay_us);
     config.service_ranges.cidr = args.service_cidr;
+    if args.insecure_http {
+        if !args.listen.ip().is_loopback() {
+            eprintln!(
+                "kapsel-apiserver: --insecure-http serves without TLS or authentication and only \
+                 on a loopback address; use --listen 127.0.0.1:{}",
+                args.listen.port()
+            );
+            return std::process::ExitCode::FAILURE;
+        }
+    } else {
+        let dir = config.data_dir.join("auth");
+        let mut sec = kapsel_apiserver::security::SecurityConfig::in_dir(&dir);
+        sec.tls_sans = args.tls_san;
+        sec.token_auth_file = args.token_auth_file;
+        sec.node_cert_ttl = args.node_cert_ttl;
+        sec.kubeconfig = Some(dir.join("kubeconfig"));
+        config.security = Some(sec);
+    }
     match rt.block_on(serve(config, shutdown_signal())) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

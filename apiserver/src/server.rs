@@ -38,7 +38,10 @@ pub struct ServerConfig {
     pub cache_bytes: u64,
     /// Group-commit delay under concurrent writes (see [`SledOptions::commit_delay`]).
     pub commit_delay: Duration,
+    /// Used when `security` is `None` (plain HTTP: the test server, `--insecure-http`).
     pub authenticator: Arc<dyn Authenticator>,
+    /// TLS and authentication (the default of the binaries); `None`: plain HTTP.
+    pub security: Option<crate::security::SecurityConfig>,
     /// `--service-cidr` and the node port range Services are allocated from.
     pub service_ranges: crate::svcalloc::Ranges,
 }
@@ -53,6 +56,7 @@ impl ServerConfig {
             cache_bytes: d.cache_bytes,
             commit_delay: d.commit_delay,
             authenticator: Arc::new(AllowAll),
+            security: None,
             service_ranges: crate::svcalloc::Ranges::default(),
         }
     }
@@ -64,6 +68,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("data_dir", &self.data_dir)
             .field("listen", &self.listen)
             .field("watch_history", &self.watch_history)
+            .field("security", &self.security)
             .finish_non_exhaustive()
     }
 }
@@ -76,6 +81,8 @@ pub enum ServerError {
     Store(#[from] StoreError),
     #[error("startup: {0}")]
     Api(#[from] ApiError),
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
@@ -140,6 +147,15 @@ pub struct Prepared {
     store: SledStore,
     stop_tx: watch::Sender<bool>,
     authenticator: Arc<dyn Authenticator>,
+    /// TLS, the CA and the loopback credentials of the secure server.
+    security: Option<crate::security::Secured>,
+}
+
+impl Prepared {
+    /// The secure server's PKI (CA, serving certificate); `None` for plain HTTP.
+    pub fn pki(&self) -> Option<&Arc<crate::tls::ServerPki>> {
+        self.security.as_ref().map(|s| &s.pki)
+    }
 }
 
 /// Open the store and create the system namespaces.
@@ -161,11 +177,19 @@ pub async fn prepare(config: &ServerConfig) -> Result<Prepared, ServerError> {
         service_ranges: config.service_ranges.clone(),
     });
     api.bootstrap().await?;
+    let (authenticator, security) = match &config.security {
+        None => (Arc::clone(&config.authenticator), None),
+        Some(sec) => {
+            let secured = crate::security::secure(sec, config.listen, &api).await?;
+            (Arc::clone(&secured.authenticator), Some(secured))
+        }
+    };
     Ok(Prepared {
         api,
         store,
         stop_tx,
-        authenticator: Arc::clone(&config.authenticator),
+        authenticator,
+        security,
     })
 }
 
@@ -181,13 +205,22 @@ pub async fn run(
         store,
         stop_tx,
         authenticator,
+        security,
     } = prepared;
     let app = rest_routes(Arc::clone(&api));
+    let loopback = crate::component::Loopback {
+        tls_ca_pem: security.as_ref().map(|s| s.pki.ca.cert_pem().to_string()),
+        token: security.as_ref().map(|s| s.loopback_token.clone()),
+    };
+    // The CA bundle, node certificate signing (join, renewal): security.rs.
+    let app = match &security {
+        Some(s) => app.merge(crate::security::routes(s)),
+        None => app,
+    };
     // The agents' gRPC component API and the pods/{name}/log relay, same listener (component/).
-    let app = crate::component::mount(app, &listener);
+    let app = crate::component::mount(app, &listener, &loopback);
     let app = finish(app, authenticator);
-    let mut stopped = api.shutdown.clone();
-    let mut stopped2 = api.shutdown.clone();
+    let stopped = api.shutdown.clone();
     drop(api);
     tokio::spawn(async move {
         shutdown.await;
@@ -196,21 +229,14 @@ pub async fn run(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "kapsel-apiserver listening");
     }
-    // No Nagle delay on streamed frames (watches, gRPC, log relay): see component::nodelay.
-    let listener = crate::component::nodelay(listener);
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        let _ = stopped.wait_for(|s| *s).await;
-    });
-    let result = tokio::select! {
-        r = server => r.map_err(ServerError::from),
-        _ = async move {
-            let _ = stopped2.wait_for(|s| *s).await;
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
-        } => {
-            tracing::warn!("open requests did not finish in time; closing them");
-            Ok(())
-        }
-    };
+    // TLS (when secured), TCP_NODELAY (streamed frames: watches, gRPC, log relay), HTTP/1
+    // and HTTP/2, graceful shutdown: accept.rs.
+    let tls = security
+        .as_ref()
+        .map(|s| tokio_rustls::TlsAcceptor::from(Arc::clone(&s.tls)));
+    let result = crate::accept::serve(listener, app, tls, stopped, SHUTDOWN_GRACE)
+        .await
+        .map_err(ServerError::from);
     tokio::task::spawn_blocking(move || store.close())
         .await
         .map_err(|e| ServerError::Io(std::io::Error::other(e)))?;

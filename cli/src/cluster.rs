@@ -29,7 +29,10 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
 use clap::{Args, Subcommand};
-use kapsel_agent::{Agent, AgentConfig, BackoffConfig, HollowImages, StoreImages};
+use kapsel_agent::certs::NodeCerts;
+use kapsel_agent::{
+    Agent, AgentConfig, BackoffConfig, GrpcControlPlane, HollowImages, StoreImages,
+};
 use kapsel_api::client::{Client, ClientConfig};
 use kapsel_apiserver::ServerConfig;
 use kapsel_image::{Credentials, ImageRef, ImageStore, Progress, PullEvent, RegistryConfig};
@@ -107,10 +110,23 @@ pub struct ServerArgs {
     /// Where the store, tokens, agent state and images live.
     #[arg(long, env = "KAPSEL_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
-    /// Address of the API (REST and the agents' gRPC), plain HTTP until the security work.
-    /// Port 0 picks a free port (the written client config has the real one).
-    #[arg(long, default_value = "127.0.0.1:6443")]
+    /// Address of the API (REST and the agents' gRPC), HTTPS. Port 0 picks a free port (the
+    /// written client config has the real one).
+    #[arg(long, default_value = "0.0.0.0:6443")]
     pub listen: SocketAddr,
+    /// Another name or IP address of this server for its certificate (repeatable).
+    #[arg(long = "tls-san", value_name = "NAME")]
+    pub tls_san: Vec<String>,
+    /// Serve plain HTTP without authentication (everyone is the admin): development only,
+    /// refused unless --listen is a loopback address.
+    #[arg(long)]
+    pub insecure_http: bool,
+    /// Static bearer tokens, Kubernetes' CSV format: token,user,uid,"group1,group2".
+    #[arg(long, value_name = "PATH")]
+    pub token_auth_file: Option<PathBuf>,
+    /// Lifetime of node client certificates; agents renew them at two thirds of it.
+    #[arg(long, default_value = "8760h", value_name = "DURATION")]
+    pub node_cert_ttl: String,
     /// URL agents and clients use to reach this server (default: from --listen).
     #[arg(long)]
     pub advertise_url: Option<String>,
@@ -280,8 +296,15 @@ fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
 // The client config
 
 /// Add (or refresh) the `kapsel` cluster, user and context in the config at `path` and make
-/// it the current context; other entries are kept.
-pub fn write_client_config(path: &Path, server: &str, token: &str) -> anyhow::Result<()> {
+/// it the current context; other entries are kept. `ca_pem` is embedded as
+/// `certificate-authority-data`; an empty token writes no credentials (`--insecure-http`).
+pub fn write_client_config(
+    path: &Path,
+    server: &str,
+    token: &str,
+    ca_pem: Option<&str>,
+) -> anyhow::Result<()> {
+    use base64::Engine as _;
     let mut cfg = if path.exists() {
         KubeConfig::load(path)?
     } else {
@@ -292,6 +315,8 @@ pub fn write_client_config(path: &Path, server: &str, token: &str) -> anyhow::Re
         name: "kapsel".into(),
         cluster: Cluster {
             server: server.into(),
+            certificate_authority_data: ca_pem
+                .map(|c| base64::engine::general_purpose::STANDARD.encode(c)),
             ..Default::default()
         },
     });
@@ -299,7 +324,7 @@ pub fn write_client_config(path: &Path, server: &str, token: &str) -> anyhow::Re
     cfg.users.push(NamedUser {
         name: "kapsel-admin".into(),
         user: User {
-            token: Some(token.into()),
+            token: Some(token.to_string()).filter(|t| !t.is_empty()),
             ..Default::default()
         },
     });
@@ -347,19 +372,34 @@ fn init_tracing() {
         .try_init();
 }
 
+/// The node name of `opts` (default: the hostname).
+fn node_name(opts: &AgentOpts) -> String {
+    opts.node_name.clone().unwrap_or_else(hostname)
+}
+
+/// How an agent reaches the control plane: mTLS with its node certificates (renewed by a task
+/// of its own), or plain HTTP to an `--insecure-http` server.
+fn control_plane(
+    server: &str,
+    certs: Option<&Arc<NodeCerts>>,
+) -> anyhow::Result<Arc<GrpcControlPlane>> {
+    Ok(Arc::new(match certs {
+        Some(c) => {
+            tokio::spawn(Arc::clone(c).run_renewal());
+            GrpcControlPlane::with_certs(Arc::clone(c))?
+        }
+        None => GrpcControlPlane::new(server, None)?,
+    }))
+}
+
 fn build_agent(
     opts: &AgentOpts,
     server: String,
-    token: Option<String>,
+    cp: Arc<GrpcControlPlane>,
     data_dir: PathBuf,
 ) -> anyhow::Result<Agent> {
     use kapsel_agent::config::{parse_bytes, parse_labels};
-    let mut cfg = AgentConfig::new(
-        server,
-        opts.node_name.clone().unwrap_or_else(hostname),
-        data_dir.clone(),
-    );
-    cfg.token = token;
+    let mut cfg = AgentConfig::new(server, node_name(opts), data_dir.clone());
     cfg.node_labels = parse_labels(&opts.node_labels)?;
     cfg.max_pods = opts.max_pods;
     cfg.lease_renew_interval = secs(opts.lease_renew_seconds);
@@ -389,7 +429,12 @@ fn build_agent(
     cfg.image_gc_high_threshold = opts.image_gc_high_threshold;
     cfg.image_gc_low_threshold = opts.image_gc_low_threshold;
     let agent = if opts.hollow {
-        Agent::connect(cfg, Arc::new(HollowRuntime::new()), Arc::new(HollowImages))?
+        Agent::new(
+            cfg,
+            cp,
+            Arc::new(HollowRuntime::new()),
+            Arc::new(HollowImages),
+        )?
     } else {
         let rt = LinuxRuntime::new(RuntimeConfig {
             state_dir: opts.runtime_dir.clone(),
@@ -400,7 +445,7 @@ fn build_agent(
         let store =
             ImageStore::open(image_store_dir(&data_dir)).context("opening the image store")?;
         let images = StoreImages::new(Arc::new(store), dirs);
-        Agent::connect(cfg, Arc::new(rt), Arc::new(images))?
+        Agent::new(cfg, cp, Arc::new(rt), Arc::new(images))?
     };
     Ok(agent)
 }
@@ -417,15 +462,21 @@ pub fn registry_config(insecure: &[String], mirrors: &[String]) -> RegistryConfi
     registry
 }
 
-/// Process-wide setup of `kapsel server`, before the async runtime starts threads: make sure
-/// the tokens exist and hand the node token to the apiserver's component API, which reads it
-/// from `KAPSEL_AGENT_TOKEN` (agents must present it as `authorization: Bearer …`).
+/// Checks of `kapsel server`'s flags before anything starts: plain HTTP only on loopback.
 pub fn prepare_process(args: &ServerArgs) -> anyhow::Result<()> {
-    let server_dir = args.data_dir.join("server");
-    let node_token = ensure_token(&server_dir.join("node-token"))?;
-    ensure_token(&server_dir.join("admin-token"))?;
-    // Single-threaded here: called before the runtime is built.
-    std::env::set_var("KAPSEL_AGENT_TOKEN", node_token);
+    check_insecure_listen(args.insecure_http, args.listen)
+}
+
+/// `--insecure-http` is for development on this machine: it serves without TLS and without
+/// authentication (everyone is the cluster admin), so only on a loopback address.
+pub fn check_insecure_listen(insecure: bool, listen: SocketAddr) -> anyhow::Result<()> {
+    if insecure && !listen.ip().is_loopback() {
+        bail!(
+            "--insecure-http serves without TLS or authentication and only on a loopback \
+             address; use --listen 127.0.0.1:{} (or drop --insecure-http)",
+            listen.port()
+        );
+    }
     Ok(())
 }
 
@@ -435,25 +486,47 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
     let server_dir = args.data_dir.join("server");
     std::fs::create_dir_all(&server_dir)
         .with_context(|| format!("creating {}", server_dir.display()))?;
-    let node_token = ensure_token(&server_dir.join("node-token"))?;
-    let admin_token = ensure_token(&server_dir.join("admin-token"))?;
+    check_insecure_listen(args.insecure_http, args.listen)?;
 
-    // The REST API admits everyone until the security issue (the apiserver's component API
-    // has no credentials for its own loopback client yet); the agents' gRPC API checks the
-    // node token (KAPSEL_AGENT_TOKEN, set by `prepare_process` before any thread starts).
-    let config = ServerConfig::new(server_dir.join("db"), args.listen);
-    let prepared = kapsel_apiserver::server::prepare(&config)
-        .await
-        .context("opening the store")?;
+    // TLS with the cluster CA in server/pki/, the admin token (server/admin-token), the
+    // default join token (server/node-token), `--token-auth-file`: apiserver's security.rs.
+    // `--insecure-http`: plain HTTP on loopback, everyone is the admin (development).
+    let mut config = ServerConfig::new(server_dir.join("db"), args.listen);
+    config.event_ttl = args.event_ttl;
+    // The in-process components' metrics are served on the API server's /metrics too.
+    kapsel_apiserver::metrics::add_component(kapsel_scheduler::metrics::prom::register);
+    kapsel_apiserver::metrics::add_component(kapsel_controller::metrics::register);
+    if !args.no_agent {
+        kapsel_apiserver::metrics::add_component(kapsel_agent::metrics::register);
+        kapsel_apiserver::metrics::add_component(kapsel_agent::metrics::register_cadvisor);
+    }
+    if !args.insecure_http {
+        let mut sec = kapsel_apiserver::security::SecurityConfig::in_dir(&server_dir);
+        sec.tls_sans = args.tls_san.clone();
+        sec.token_auth_file = args.token_auth_file.clone();
+        sec.node_cert_ttl = crate::commands::parse_duration(&args.node_cert_ttl)
+            .with_context(|| format!("--node-cert-ttl {}", args.node_cert_ttl))?;
+        config.security = Some(sec);
+    }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    let local_url = if addr.ip().is_unspecified() {
-        format!("http://127.0.0.1:{}", addr.port())
+    config.listen = addr;
+    let prepared = kapsel_apiserver::server::prepare(&config)
+        .await
+        .context("starting the API server")?;
+    let ca_pem = prepared.pki().map(|p| p.ca.cert_pem().to_string());
+    let admin_token = if ca_pem.is_some() {
+        std::fs::read_to_string(server_dir.join("admin-token"))
+            .context("reading the admin token")?
+            .trim()
+            .to_string()
     } else {
-        format!("http://{addr}")
+        String::new()
     };
+    let scheme = if ca_pem.is_some() { "https" } else { "http" };
+    let local_url = kapsel_apiserver::component::loopback_url_scheme(addr, scheme);
     let url = args
         .advertise_url
         .clone()
@@ -463,6 +536,12 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    let pki = prepared.pki().cloned();
+    let node_cert_ttl = config
+        .security
+        .as_ref()
+        .map(|s| s.node_cert_ttl)
+        .unwrap_or_default();
     let api_task = tokio::spawn(kapsel_apiserver::server::run(
         prepared,
         listener,
@@ -470,15 +549,20 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
     ));
 
     // Client config: in the data dir always, for the user unless told not to.
-    write_client_config(&server_dir.join("kubeconfig"), &url, &admin_token)?;
+    let ca = ca_pem.as_deref();
+    write_client_config(&server_dir.join("kubeconfig"), &url, &admin_token, ca)?;
     if !args.no_kubeconfig {
         let path = crate::config::config_path(args.write_kubeconfig.as_deref());
-        write_client_config(&path, &url, &admin_token)?;
+        write_client_config(&path, &url, &admin_token, ca)?;
         tracing::info!(path = %path.display(), "wrote the client config");
     }
 
-    let client =
-        Client::from_config(ClientConfig::new(&local_url).with_token(admin_token.clone()))?;
+    let mut ccfg = ClientConfig::new(&local_url);
+    if ca.is_some() {
+        ccfg = ccfg.with_token(admin_token.clone());
+        ccfg.ca_cert_pem = ca.map(|c| c.as_bytes().to_vec());
+    }
+    let client = Client::from_config(ccfg)?;
     let sched =
         kapsel_scheduler::Scheduler::new(client.clone(), kapsel_scheduler::Config::default())?;
     let sched_task = tokio::spawn(sched.run(stopped(stop_rx.clone())));
@@ -504,10 +588,33 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
     let agent_task = if args.no_agent {
         None
     } else {
+        // The local agent's node identity comes straight from the CA (no join).
+        let certs = match &pki {
+            Some(p) => {
+                let node = node_name(&args.agent);
+                let ck =
+                    p.ca.issue_client(
+                        &format!("system:node:{node}"),
+                        &[kapsel_apiserver::auth::GROUP_NODES.to_string()],
+                        node_cert_ttl,
+                    )
+                    .context("issuing the local node's certificate")?;
+                Some(NodeCerts::from_parts(
+                    &local_url,
+                    &node,
+                    &args.data_dir.join("agent").join("pki"),
+                    p.ca.cert_pem(),
+                    &ck.cert_pem,
+                    &ck.key_pem,
+                )?)
+            }
+            None => None,
+        };
+        let cp = control_plane(&local_url, certs.as_ref())?;
         let agent = build_agent(
             &args.agent,
             local_url.clone(),
-            Some(node_token.clone()),
+            cp,
             args.data_dir.join("agent"),
         )?;
         let rx = stop_rx.clone();
@@ -522,7 +629,7 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
         url = %url,
         data_dir = %args.data_dir.display(),
         agent = !args.no_agent,
-        "kapsel server running; agents join with: kapsel agent --server {url} --token-file {}",
+        "kapsel server running; agents join with: kapsel agent --server {url} --token-file {} (or a `kapsel token create` token)",
         server_dir.join("node-token").display()
     );
     // Ready marker for scripts: the URL, once everything is started.
@@ -586,12 +693,20 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         ),
         (None, None) => None,
     };
-    let agent = build_agent(
-        &args.agent,
-        args.server.clone(),
-        token,
-        args.data_dir.join("agent"),
-    )?;
+    let server = args.server.trim_end_matches('/').to_string();
+    let certs = if server.starts_with("http://") {
+        tracing::warn!("plain HTTP: no TLS, no node identity (an --insecure-http server only)");
+        None
+    } else {
+        let dir = args.data_dir.join("agent").join("pki");
+        Some(
+            NodeCerts::load_or_join(&server, &node_name(&args.agent), &dir, token.as_deref())
+                .await
+                .context("joining the cluster")?,
+        )
+    };
+    let cp = control_plane(&server, certs.as_ref())?;
+    let agent = build_agent(&args.agent, server, cp, args.data_dir.join("agent"))?;
     tracing::info!(server = %args.server, node = %agent.config().node_name, "kapsel agent starting");
     tokio::select! {
         r = agent.run() => r?,
@@ -740,11 +855,14 @@ mod tests {
             "apiVersion: v1\nkind: Config\nclusters:\n- name: other\n  cluster:\n    server: http://x\n",
         )
         .unwrap();
-        write_client_config(&cfgp, "http://127.0.0.1:1", &t1).unwrap();
-        write_client_config(&cfgp, "http://127.0.0.1:2", &t1).unwrap();
+        write_client_config(&cfgp, "http://127.0.0.1:1", &t1, None).unwrap();
+        write_client_config(&cfgp, "https://127.0.0.1:2", &t1, Some("PEM")).unwrap();
         let cfg = KubeConfig::load(&cfgp).unwrap();
         assert_eq!(cfg.clusters.len(), 2);
+        let r = crate::config::resolve(&cfg, &Default::default()).unwrap();
+        assert_eq!(r.client.ca_cert_pem.as_deref(), Some(&b"PEM"[..]));
+        assert_eq!(r.client.token.as_deref(), Some(t1.as_str()));
         assert_eq!(cfg.current_context.as_deref(), Some("kapsel"));
-        assert_eq!(cfg.cluster("kapsel").unwrap().server, "http://127.0.0.1:2");
+        assert_eq!(cfg.cluster("kapsel").unwrap().server, "https://127.0.0.1:2");
     }
 }

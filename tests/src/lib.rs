@@ -230,7 +230,10 @@ pub struct Server {
     pub data_dir: PathBuf,
     pub url: String,
     pub admin_token: String,
+    /// The default join token (`K10<CA hash>::ID.SECRET`) for `kapsel agent --token`.
     pub node_token: String,
+    /// The cluster CA (PEM) the server's certificate is signed by.
+    pub ca_pem: String,
 }
 
 impl Server {
@@ -291,11 +294,20 @@ impl Server {
             url,
             admin_token: read("admin-token"),
             node_token: read("node-token"),
+            ca_pem: read("pki/ca.crt"),
         }
     }
 
+    /// A client config trusting the cluster CA, without credentials.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new(&self.url);
+        c.ca_cert_pem = Some(self.ca_pem.clone().into_bytes());
+        c
+    }
+
+    /// The admin's client (HTTPS, the admin token).
     pub fn client(&self) -> Client {
-        Client::from_config(ClientConfig::new(&self.url).with_token(self.admin_token.clone()))
+        Client::from_config(self.client_config().with_token(self.admin_token.clone()))
             .expect("client")
     }
 

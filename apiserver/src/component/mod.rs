@@ -56,8 +56,17 @@ pub struct ComponentConfig {
     pub api_url: String,
     /// Credentials of the loopback client.
     pub api_token: Option<String>,
-    /// When set, agents must send `authorization: Bearer <token>`.
-    pub agent_token: Option<String>,
+    /// The CA of the API server's certificate (PEM), when it serves TLS.
+    pub api_ca_pem: Option<String>,
+}
+
+/// How the component service's loopback client reaches a secured server.
+#[derive(Clone, Debug, Default)]
+pub struct Loopback {
+    /// The cluster CA (PEM): set when the listener serves TLS.
+    pub tls_ca_pem: Option<String>,
+    /// The server's own token.
+    pub token: Option<String>,
 }
 
 /// Errors of the log relay, as the REST `pods/{name}/log` handler sees them.
@@ -226,7 +235,6 @@ impl Drop for RelayedLog {
 pub struct ComponentService {
     backend: Backend,
     registry: AgentRegistry,
-    agent_token: Option<String>,
 }
 
 /// Build the component service and the agent registry the REST log handler relays through.
@@ -245,13 +253,13 @@ impl ComponentService {
     pub fn new(cfg: ComponentConfig) -> Result<Self, ClientError> {
         let mut cc = ClientConfig::new(cfg.api_url.clone());
         cc.token = cfg.api_token.clone();
+        cc.ca_cert_pem = cfg.api_ca_pem.as_ref().map(|p| p.clone().into_bytes());
         cc.user_agent = Some("kapsel-apiserver/component".into());
         Ok(ComponentService {
             backend: Backend {
                 client: Client::from_config(cc)?,
             },
             registry: AgentRegistry::default(),
-            agent_token: cfg.agent_token,
         })
     }
 
@@ -259,19 +267,22 @@ impl ComponentService {
         &self.registry
     }
 
+    /// Only nodes (client certificates in `system:nodes`) and cluster admins call the agent
+    /// API. The authentication middleware has put the caller in the request (a request
+    /// without credentials never gets here).
     fn check_auth<T>(&self, req: &Request<T>) -> Result<(), Status> {
-        let Some(want) = &self.agent_token else {
-            return Ok(());
-        };
-        let got = req
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if got == Some(want.as_str()) {
-            Ok(())
-        } else {
-            Err(Status::unauthenticated("missing or wrong agent token"))
+        match req.extensions().get::<crate::auth::UserInfo>() {
+            Some(u)
+                if u.in_group(crate::auth::GROUP_NODES)
+                    || u.in_group(crate::auth::GROUP_MASTERS) =>
+            {
+                Ok(())
+            }
+            Some(u) => Err(Status::permission_denied(format!(
+                "user {:?} is not a node",
+                u.name
+            ))),
+            None => Err(Status::unauthenticated("no credentials")),
         }
     }
 }
@@ -834,14 +845,19 @@ impl NodeAgent for ComponentService {
 
 /// The loopback URL of a listener (`0.0.0.0:6443` → `http://127.0.0.1:6443`).
 pub fn loopback_url(addr: std::net::SocketAddr) -> String {
+    loopback_url_scheme(addr, "http")
+}
+
+/// [`loopback_url`] with `scheme` (`https` for a TLS listener).
+pub fn loopback_url_scheme(addr: std::net::SocketAddr, scheme: &str) -> String {
     match addr {
         std::net::SocketAddr::V4(a) if a.ip().is_unspecified() => {
-            format!("http://127.0.0.1:{}", a.port())
+            format!("{scheme}://127.0.0.1:{}", a.port())
         }
         std::net::SocketAddr::V6(a) if a.ip().is_unspecified() => {
-            format!("http://[::1]:{}", a.port())
+            format!("{scheme}://[::1]:{}", a.port())
         }
-        a => format!("http://{a}"),
+        a => format!("{scheme}://{a}"),
     }
 }
 
@@ -854,9 +870,18 @@ struct LogState {
 /// Add the component API (gRPC, `/kapsel.v1.NodeAgent/*`) and the log relay route
 /// (`GET /api/v1/namespaces/{ns}/pods/{name}/log`) to the REST router served on `listener`.
 /// The [`AgentRegistry`] is also available to handlers as an `Extension`.
-pub fn mount(app: axum::Router, listener: &tokio::net::TcpListener) -> axum::Router {
+pub fn mount(
+    app: axum::Router,
+    listener: &tokio::net::TcpListener,
+    loopback: &Loopback,
+) -> axum::Router {
+    let scheme = if loopback.tls_ca_pem.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let url = match listener.local_addr() {
-        Ok(a) => loopback_url(a),
+        Ok(a) => loopback_url_scheme(a, scheme),
         Err(e) => {
             tracing::error!(error = %e, "component API not mounted: no local address");
             return app;
@@ -864,10 +889,8 @@ pub fn mount(app: axum::Router, listener: &tokio::net::TcpListener) -> axum::Rou
     };
     let cfg = ComponentConfig {
         api_url: url,
-        api_token: None,
-        agent_token: std::env::var("KAPSEL_AGENT_TOKEN")
-            .ok()
-            .filter(|t| !t.is_empty()),
+        api_token: loopback.token.clone(),
+        api_ca_pem: loopback.tls_ca_pem.clone(),
     };
     let svc = match ComponentService::new(cfg) {
         Ok(s) => s,

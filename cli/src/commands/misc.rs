@@ -272,6 +272,16 @@ pub enum CreateCommand {
     /// Create a secret.
     #[command(subcommand)]
     Secret(SecretCommand),
+    /// Create a bearer token for USER and print it.
+    Token {
+        user: String,
+        /// A group of the user (repeatable).
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// How long the token is valid (e.g. 1h, 30m); 0: never expires.
+        #[arg(long, default_value = "0")]
+        ttl: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -366,6 +376,9 @@ pub async fn create(ctx: &Ctx, a: CreateArgs, out: &mut dyn Write) -> anyhow::Re
         return create_from_files(ctx, &a, out).await;
     };
     let (info, mut obj, common) = match what {
+        CreateCommand::Token { user, groups, ttl } => {
+            return super::token::create_user_token(ctx, &user, &groups, &ttl, out).await;
+        }
         CreateCommand::Namespace { name, common } => (
             resources::lookup("namespaces").expect("known"),
             json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}),

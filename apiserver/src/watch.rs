@@ -42,6 +42,9 @@ pub struct WatchRequest {
     pub bookmarks: bool,
     /// Plain objects, or one-row Tables / PartialObjectMetadata (`Accept`, see table.rs).
     pub format: crate::table::Format,
+    /// `sendInitialEvents=true`: after the initial ADDED events, a BOOKMARK annotated
+    /// `k8s.io/initial-events-end: "true"` (kubectl 1.37 waits for it, KUBECTL-COMPAT.md §14).
+    pub initial_events_end: bool,
 }
 
 fn line(kind: &str, object: &[u8]) -> Bytes {
@@ -57,6 +60,17 @@ fn line(kind: &str, object: &[u8]) -> Bytes {
 fn error_line(e: &ApiError) -> Bytes {
     let st = serde_json::to_vec(&e.to_status()).unwrap_or_else(|_| b"{}".to_vec());
     line("ERROR", &st)
+}
+
+/// The bookmark that ends the initial events of a streaming list.
+fn initial_events_end(def: &ResourceDef, rev: Revision) -> Bytes {
+    let obj = serde_json::json!({
+        "kind": def.kind,
+        "apiVersion": def.api_version,
+        "metadata": {"resourceVersion": rev.to_string(),
+                     "annotations": {"k8s.io/initial-events-end": "true"}}
+    });
+    line("BOOKMARK", obj.to_string().as_bytes())
 }
 
 fn bookmark(def: &ResourceDef, rev: Revision) -> Bytes {
@@ -126,6 +140,9 @@ pub fn watch(api: Arc<Api>, req: WatchRequest) -> Result<Response, ApiError> {
                         &crate::table::object(req.format, req.def, v.clone()),
                     ));
                 }
+            }
+            if req.initial_events_end {
+                initial.push(initial_events_end(req.def, list.revision));
             }
             api.store.watch(&req.prefix, list.revision)
         }

@@ -15,6 +15,7 @@
 
 pub mod attributes;
 pub mod audit;
+pub mod grpc;
 pub mod limits;
 pub mod node;
 pub mod rbac;

@@ -113,7 +113,10 @@ impl GrpcControlPlane {
         let server = certs.server().to_string();
         let ep = Self::endpoint(&server, Some(&certs))?;
         Ok(GrpcControlPlane {
-            channel: Arc::new(std::sync::Mutex::new((certs.generation(), ep.connect_lazy()))),
+            channel: Arc::new(std::sync::Mutex::new((
+                certs.generation(),
+                ep.connect_lazy(),
+            ))),
             token: None,
             certs: Some(certs),
             server,
@@ -153,7 +156,9 @@ impl GrpcControlPlane {
                 // streams opened on them until they end).
                 match Self::endpoint(&self.server, Some(c)) {
                     Ok(ep) => *cur = (gen, ep.connect_lazy()),
-                    Err(e) => tracing::error!(error = %e, "reconnecting with the renewed certificate"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "reconnecting with the renewed certificate")
+                    }
                 }
             }
         }

@@ -156,7 +156,10 @@ async fn main() -> anyhow::Result<()> {
     // https: join with the token (K10<CA hash>::ID.SECRET) or reuse DATA_DIR/pki, then mTLS
     // with renewal (certs.rs); http: an --insecure-http server.
     let cp = if a.server.starts_with("http://") {
-        Arc::new(kapsel_agent::GrpcControlPlane::new(&a.server, a.token.as_deref())?)
+        Arc::new(kapsel_agent::GrpcControlPlane::new(
+            &a.server,
+            a.token.as_deref(),
+        )?)
     } else {
         let certs = kapsel_agent::certs::NodeCerts::load_or_join(
             &a.server,
@@ -170,7 +173,12 @@ async fn main() -> anyhow::Result<()> {
         Arc::new(kapsel_agent::GrpcControlPlane::with_certs(certs)?)
     };
     let agent = if a.hollow {
-        Agent::new(cfg, cp, Arc::new(HollowRuntime::new()), Arc::new(HollowImages))?
+        Agent::new(
+            cfg,
+            cp,
+            Arc::new(HollowRuntime::new()),
+            Arc::new(HollowImages),
+        )?
     } else {
         let rt = LinuxRuntime::new(RuntimeConfig {
             state_dir: a.runtime_dir.clone(),

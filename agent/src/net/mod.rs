@@ -114,10 +114,7 @@ pub const DEFAULT_CLUSTER_CIDR: &str = "10.88.0.0/16";
 /// The REST client the agent's watches (Nodes here; Services and Endpoints for the proxy)
 /// use: the node's identity from the control plane client (mTLS), else the configured server
 /// URL and token.
-pub fn api_client(
-    cfg: &crate::AgentConfig,
-    cp: &dyn crate::ControlPlane,
-) -> crate::Result<Client> {
+pub fn api_client(cfg: &crate::AgentConfig, cp: &dyn crate::ControlPlane) -> crate::Result<Client> {
     let cc = match cp.rest_config() {
         Some(cc) => cc,
         None => {

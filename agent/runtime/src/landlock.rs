@@ -5,8 +5,8 @@
 //! files, or files beneath listed directories, may be executed — `execve` of anything else,
 //! including a script's interpreter, fails with `EACCES`. With `writable_paths`, every write
 //! access (create, remove, write, truncate, rename/link across directories) is refused outside
-//! those paths as well. The domain is inherited by every child and cannot be lifted; `kapsel
-//! exec` applies the same ruleset to the process it starts.
+//! those paths as well. The domain is inherited by every child and cannot be lifted (a future
+//! `kapsel exec` must apply the same ruleset, via [`restrict_self`], to the process it starts).
 //!
 //! Landlock rules name files (inodes), not path strings: listing a symlink allows its target,
 //! and listing a directory allows everything beneath it. On the container's overlay root (it

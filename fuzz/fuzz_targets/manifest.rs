@@ -1,0 +1,32 @@
+//! Manifest parsing: YAML/JSON documents -> typed objects -> defaults and validation ->
+//! re-encoding. Nothing may panic.
+#![no_main]
+
+use kapsel_api::codec::{from_value, parse_documents};
+use kapsel_api::{ConfigMap, Defaults, Deployment, Pod, Service, Validate};
+use libfuzzer_sys::fuzz_target;
+use serde::{de::DeserializeOwned, Serialize};
+
+fn check<T: DeserializeOwned + Serialize + Validate + Defaults>(v: &serde_json::Value) {
+    if let Ok((mut obj, _unknown)) = from_value::<T>(v.clone()) {
+        obj.apply_defaults();
+        let _ = obj.validate();
+        let _ = obj.validate_update(&obj);
+        let _ = serde_json::to_value(&obj);
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(docs) = parse_documents(text) else {
+        return;
+    };
+    for d in &docs {
+        check::<Pod>(d);
+        check::<Deployment>(d);
+        check::<Service>(d);
+        check::<ConfigMap>(d);
+    }
+});

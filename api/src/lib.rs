@@ -6,6 +6,7 @@ pub mod client;
 pub mod codec;
 pub mod core;
 pub mod meta;
+pub mod metrics_endpoint;
 pub mod quantity;
 pub mod rbac;
 pub mod resource;

@@ -50,6 +50,12 @@ struct Args {
     /// The network Service cluster IPs are allocated from.
     #[arg(long, default_value = "10.96.0.0/16")]
     service_cidr: kapsel_apiserver::svcalloc::Ipv4Cidr,
+    /// Audit log, Secrets at rest, abuse limits.
+    #[command(flatten)]
+    guards: kapsel_apiserver::authz::GuardArgs,
+    /// How long Events are kept after they last happened (Go duration: 1h, 30m, 90s).
+    #[arg(long, default_value = "1h", value_parser = kapsel_apiserver::eventttl::parse_duration)]
+    event_ttl: std::time::Duration,
 }
 
 async fn shutdown_signal() {
@@ -98,6 +104,8 @@ fn main() -> std::process::ExitCode {
     config.cache_bytes = args.cache_mib * 1024 * 1024;
     config.commit_delay = std::time::Duration::from_micros(args.commit_delay_us);
     config.service_ranges.cidr = args.service_cidr;
+    args.guards.apply(&mut config);
+    config.event_ttl = args.event_ttl;
     if args.insecure_http {
         if !args.listen.ip().is_loopback() {
             eprintln!(

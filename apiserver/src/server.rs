@@ -40,6 +40,8 @@ pub struct ServerConfig {
     pub commit_delay: Duration,
     /// Used when `security` is `None` (plain HTTP: the test server, `--insecure-http`).
     pub authenticator: Arc<dyn Authenticator>,
+    /// `--event-ttl`: Events are deleted this long after they last happened.
+    pub event_ttl: Duration,
     /// TLS and authentication (the default of the binaries); `None`: plain HTTP.
     pub security: Option<crate::security::SecurityConfig>,
     /// `--service-cidr` and the node port range Services are allocated from.
@@ -56,6 +58,7 @@ impl ServerConfig {
             cache_bytes: d.cache_bytes,
             commit_delay: d.commit_delay,
             authenticator: Arc::new(AllowAll),
+            event_ttl: crate::eventttl::DEFAULT_EVENT_TTL,
             security: None,
             service_ranges: crate::svcalloc::Ranges::default(),
         }
@@ -147,6 +150,7 @@ pub struct Prepared {
     store: SledStore,
     stop_tx: watch::Sender<bool>,
     authenticator: Arc<dyn Authenticator>,
+    event_ttl: Duration,
     /// TLS, the CA and the loopback credentials of the secure server.
     security: Option<crate::security::Secured>,
 }
@@ -189,6 +193,7 @@ pub async fn prepare(config: &ServerConfig) -> Result<Prepared, ServerError> {
         store,
         stop_tx,
         authenticator,
+        event_ttl: config.event_ttl,
         security,
     })
 }
@@ -205,6 +210,7 @@ pub async fn run(
         store,
         stop_tx,
         authenticator,
+        event_ttl,
         security,
     } = prepared;
     let app = rest_routes(Arc::clone(&api));
@@ -219,7 +225,11 @@ pub async fn run(
     };
     // The agents' gRPC component API and the pods/{name}/log relay, same listener (component/).
     let app = crate::component::mount(app, &listener, &loopback);
+    // Observability: /metrics (authenticated), request metrics, the /ui shell, event expiry.
+    let app = app.merge(crate::metrics::routes(Arc::clone(&api)));
     let app = finish(app, authenticator);
+    let app = crate::metrics::instrument(app).merge(crate::ui::routes());
+    crate::eventttl::spawn(Arc::clone(&api), event_ttl);
     let stopped = api.shutdown.clone();
     drop(api);
     tokio::spawn(async move {

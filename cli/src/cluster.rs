@@ -148,6 +148,9 @@ pub struct ServerArgs {
     /// Prefix length of each node's podCIDR block (of --cluster-cidr).
     #[arg(long, default_value_t = 24)]
     pub node_cidr_mask_size: u8,
+    /// How long Events are kept after they last happened (1h, 30m, 90s).
+    #[arg(long, default_value = "1h", value_parser = kapsel_apiserver::eventttl::parse_duration)]
+    pub event_ttl: Duration,
     #[command(flatten)]
     pub agent: AgentOpts,
 }
@@ -492,6 +495,14 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
     // default join token (server/node-token), `--token-auth-file`: apiserver's security.rs.
     // `--insecure-http`: plain HTTP on loopback, everyone is the admin (development).
     let mut config = ServerConfig::new(server_dir.join("db"), args.listen);
+    config.event_ttl = args.event_ttl;
+    // The in-process components' metrics are served on the API server's /metrics too.
+    kapsel_apiserver::metrics::add_component(kapsel_scheduler::metrics::prom::register);
+    kapsel_apiserver::metrics::add_component(kapsel_controller::metrics::register);
+    if !args.no_agent {
+        kapsel_apiserver::metrics::add_component(kapsel_agent::metrics::register);
+        kapsel_apiserver::metrics::add_component(kapsel_agent::metrics::register_cadvisor);
+    }
     config.event_ttl = args.event_ttl;
     // The in-process components' metrics are served on the API server's /metrics too.
     kapsel_apiserver::metrics::add_component(kapsel_scheduler::metrics::prom::register);

@@ -14,6 +14,7 @@ pub mod events;
 pub mod gc;
 
 pub mod labels;
+pub mod metrics;
 pub mod nodelifecycle;
 pub mod podcidr;
 

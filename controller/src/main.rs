@@ -51,6 +51,12 @@ struct Args {
     /// Concurrent reconciles per controller.
     #[arg(long, default_value_t = 4)]
     workers: usize,
+    /// Serve Prometheus metrics at http://ADDR/metrics ("" to disable). Loopback by default.
+    #[arg(long, default_value = "127.0.0.1:10257")]
+    metrics_addr: String,
+    /// Require `Authorization: Bearer TOKEN` on the metrics endpoint.
+    #[arg(long, env = "KAPSEL_METRICS_TOKEN", hide_env_values = true)]
+    metrics_token: Option<String>,
     /// Pod network of the cluster; every node gets a block of it in spec.podCIDR.
     #[arg(long, default_value = kapsel_controller::podcidr::DEFAULT_CLUSTER_CIDR)]
     cluster_cidr: String,
@@ -93,6 +99,19 @@ async fn main() -> anyhow::Result<()> {
         },
         ..Default::default()
     };
+    if !args.metrics_addr.is_empty() {
+        let addr: std::net::SocketAddr = args
+            .metrics_addr
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--metrics-addr {}: {e}", args.metrics_addr))?;
+        let token = args.metrics_token.clone();
+        tokio::spawn(async move {
+            if let Err(e) = kapsel_api::metrics_endpoint::serve(addr, token, kapsel_controller::metrics::render).await
+            {
+                tracing::error!(error = %e, "metrics endpoint failed");
+            }
+        });
+    }
     tracing::info!(server = %args.server, ?cfg, "kapsel-controller starting");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

@@ -230,11 +230,12 @@ impl Engine {
         match result {
             BindResult::Bound => {
                 Metrics::inc(&self.metrics.bound);
+                crate::metrics::prom::attempt("scheduled");
                 self.cache.finish_binding(&key, now);
                 if let Some(q) = self.queue.remove(&key) {
-                    self.metrics
-                        .e2e_latency
-                        .observe(now.saturating_duration_since(q.first_seen));
+                    let d = now.saturating_duration_since(q.first_seen);
+                    self.metrics.e2e_latency.observe(d);
+                    crate::metrics::prom::e2e("scheduled", d);
                 }
             }
             BindResult::Conflict(fresh) => {
@@ -270,6 +271,7 @@ impl Engine {
             }
             BindResult::Failed(msg) => {
                 Metrics::inc(&self.metrics.errors);
+                crate::metrics::prom::attempt("error");
                 tracing::warn!(pod = %key, error = %msg, "bind failed");
                 self.cache.forget(&key);
                 self.queue.backoff(&key, now);
@@ -283,6 +285,8 @@ impl Engine {
         if self.cache.expire(now) > 0 {
             self.queue.flush();
         }
+        let backoff = self.queue.backoff_len();
+        crate::metrics::prom::pending(self.queue.len().saturating_sub(backoff), backoff);
     }
 
     /// When `tick` next has something to do.
@@ -307,6 +311,7 @@ impl Engine {
                 Ok(i) => i,
                 Err(e) => {
                     Metrics::inc(&self.metrics.errors);
+                    crate::metrics::prom::attempt("error");
                     self.queue.backoff(&key, now);
                     return Some(Action::Unschedulable {
                         pod,
@@ -324,6 +329,7 @@ impl Engine {
                 &mut self.scratch,
             );
             self.metrics.algorithm_latency.observe(t0.elapsed());
+            crate::metrics::prom::algorithm(t0.elapsed());
             return match result {
                 Ok(node) => {
                     self.cache.assume(info, node.clone());
@@ -332,6 +338,7 @@ impl Engine {
                 }
                 Err(fit) => {
                     Metrics::inc(&self.metrics.unschedulable);
+                    crate::metrics::prom::attempt("unschedulable");
                     self.queue.backoff(&key, now);
                     Some(Action::Unschedulable {
                         pod,

@@ -291,12 +291,13 @@ impl Ctx {
     async fn event(&self, pod: &Pod, type_: &str, reason: &str, action: &str, message: &str) {
         let ns = pod.metadata.namespace();
         let now = Time::now();
+        // One Event per (pod, reason, message): repeats count up (see `record_event`).
         let ev = KEvent {
             metadata: ObjectMeta {
                 name: Some(format!(
-                    "{}.{:x}",
+                    "{}.{:016x}",
                     pod.metadata.name(),
-                    rand::random::<u64>()
+                    event_hash(&[pod.metadata.uid(), type_, reason, message])
                 )),
                 namespace: Some(ns.to_string()),
                 ..Default::default()
@@ -326,10 +327,46 @@ impl Ctx {
             reporting_instance: None,
             ..Default::default()
         };
-        if let Err(e) = self.client.api::<KEvent>(Some(ns)).create(&ev).await {
+        if let Err(e) = record_event(&self.client.api::<KEvent>(Some(ns)), ev).await {
             tracing::debug!(error = %e, reason, "event not recorded");
         }
     }
+}
+
+/// FNV-1a over the parts: a stable event name suffix.
+fn event_hash(parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in p.bytes().chain(std::iter::once(0)) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+/// Create the event, or, when it exists (a repeat), count it: `count + 1`, a new
+/// `lastTimestamp` (client-go's `EventCorrelator` behaviour).
+async fn record_event(api: &Api<KEvent>, ev: KEvent) -> std::result::Result<(), String> {
+    let name = ev.metadata.name().to_string();
+    for _ in 0..4 {
+        match api.create(&ev).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.is_already_exists() => {}
+            Err(e) => return Err(e.to_string()),
+        }
+        let Some(mut cur) = api.get_opt(&name).await.map_err(|e| e.to_string())? else {
+            continue; // expired meanwhile
+        };
+        cur.count = Some(cur.count.unwrap_or(1) + 1);
+        cur.last_timestamp = ev.last_timestamp.clone();
+        match api.replace(&name, &cur).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.is_conflict() || e.is_not_found() => continue,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Err(format!("event {name}: too many conflicts"))
 }
 
 /// Set the PodScheduled=False/Unschedulable condition. Returns false when it is already set with

@@ -15,6 +15,12 @@ struct Args {
     /// Bearer token.
     #[arg(long, env = "KAPSEL_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics ("" to disable). Loopback by default.
+    #[arg(long, default_value = "127.0.0.1:10259")]
+    metrics_addr: String,
+    /// Require `Authorization: Bearer TOKEN` on the metrics endpoint.
+    #[arg(long, env = "KAPSEL_METRICS_TOKEN", hide_env_values = true)]
+    metrics_token: Option<String>,
     /// Configuration file (YAML or JSON): scoringStrategy, weights, percentageOfNodesToScore, …
     #[arg(long)]
     config: Option<PathBuf>,
@@ -73,6 +79,19 @@ async fn main() -> anyhow::Result<()> {
         cc = cc.with_token(t);
     }
     let client = Client::from_config(cc)?;
+    if !args.metrics_addr.is_empty() {
+        let addr: std::net::SocketAddr = args
+            .metrics_addr
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--metrics-addr {}: {e}", args.metrics_addr))?;
+        let token = args.metrics_token.clone();
+        tokio::spawn(async move {
+            if let Err(e) = kapsel_api::metrics_endpoint::serve(addr, token, kapsel_scheduler::metrics::prom::render).await
+            {
+                tracing::error!(error = %e, "metrics endpoint failed");
+            }
+        });
+    }
     let scheduler = Scheduler::new(client, config)?;
     scheduler.run(shutdown_signal()).await?;
     Ok(())

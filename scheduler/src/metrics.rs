@@ -1,5 +1,5 @@
 //! Internal counters and the end-to-end latency histogram (first seen → bound). Cheap to update
-//! from any task; `Display` prints them. The /metrics endpoint comes with the observability work.
+//! from any task; `Display` prints them. [`prom`] holds the Prometheus metrics (`/metrics`).
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -119,6 +119,105 @@ impl fmt::Display for Metrics {
             a.quantile(0.5),
             a.quantile(0.99),
         )
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Prometheus exposition (kube-scheduler's names)
+// ------------------------------------------------------------------------------------------
+
+/// kube-scheduler's metrics, process-wide (every scheduler in the process adds to them).
+pub mod prom {
+    use std::sync::LazyLock;
+    use std::time::Duration;
+
+    use prometheus_client::metrics::counter::Counter;
+    use prometheus_client::metrics::family::Family;
+    use prometheus_client::metrics::gauge::Gauge;
+    use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+    use prometheus_client::registry::Registry;
+
+    type Labels = [(&'static str, &'static str); 1];
+
+    struct M {
+        attempts: Family<Labels, Counter>,
+        e2e: Family<Labels, Histogram>,
+        algorithm: Histogram,
+        pending: Family<Labels, Gauge>,
+    }
+
+    static M: LazyLock<M> = LazyLock::new(|| M {
+        attempts: Family::default(),
+        e2e: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.0, 15))),
+        algorithm: Histogram::new(exponential_buckets(0.0001, 2.0, 15)),
+        pending: Family::default(),
+    });
+
+    /// A scheduling attempt ended: `scheduled`, `unschedulable` or `error`.
+    pub fn attempt(result: &'static str) {
+        M.attempts.get_or_create(&[("result", result)]).inc();
+    }
+
+    /// First seen → bound.
+    pub fn e2e(result: &'static str, d: Duration) {
+        M.e2e
+            .get_or_create(&[("result", result)])
+            .observe(d.as_secs_f64());
+    }
+
+    /// Time inside filter + score.
+    pub fn algorithm(d: Duration) {
+        M.algorithm.observe(d.as_secs_f64());
+    }
+
+    /// Pods waiting to be scheduled, by queue.
+    pub fn pending(active: usize, backoff: usize) {
+        let g = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        M.pending
+            .get_or_create(&[("queue", "active")])
+            .set(g(active));
+        M.pending
+            .get_or_create(&[("queue", "backoff")])
+            .set(g(backoff));
+    }
+
+    /// Add the scheduler's metrics to `reg`.
+    pub fn register(reg: &mut Registry) {
+        let m = &*M;
+        // Every result appears from the start, so rates work before the first failure.
+        for r in ["scheduled", "unschedulable", "error"] {
+            let _ = m.attempts.get_or_create(&[("result", r)]);
+        }
+        reg.register(
+            "scheduler_schedule_attempts",
+            "Number of attempts to schedule pods, by the result",
+            m.attempts.clone(),
+        );
+        reg.register(
+            "scheduler_e2e_scheduling_duration_seconds",
+            "E2e scheduling latency in seconds (first seen by the scheduler to bound)",
+            m.e2e.clone(),
+        );
+        reg.register(
+            "scheduler_scheduling_algorithm_duration_seconds",
+            "Scheduling algorithm (filter and score) latency in seconds",
+            m.algorithm.clone(),
+        );
+        reg.register(
+            "scheduler_pending_pods",
+            "Number of pending pods, by the queue type",
+            m.pending.clone(),
+        );
+    }
+
+    /// The exposition of these metrics alone (the standalone binary's `/metrics`).
+    pub fn render() -> String {
+        let mut reg = Registry::default();
+        register(&mut reg);
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &reg);
+        out
     }
 }
 

@@ -70,6 +70,10 @@ impl Queue {
     pub fn keys(&self) -> impl Iterator<Item = &String> {
         self.pods.keys()
     }
+    /// Pods waiting out a backoff (cheap: the backoff set holds exactly those).
+    pub fn backoff_len(&self) -> usize {
+        self.backoff.len()
+    }
     pub fn active_len(&self) -> usize {
         self.pods
             .values()

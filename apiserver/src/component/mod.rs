@@ -45,6 +45,8 @@ use kapsel_proto::v1::{
 };
 use kapsel_proto::{NodeAgent, NodeAgentServer};
 
+mod events;
+
 /// The namespace of node leases (as Kubernetes).
 pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
 const CAS_ATTEMPTS: usize = 16;
@@ -115,6 +117,8 @@ pub struct LogQuery {
     pub timestamps: bool,
     pub previous: bool,
     pub limit_bytes: Option<i64>,
+    /// Set: not a log but the node proxy (`metrics`, `metrics/cadvisor`).
+    pub proxy_path: String,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -162,6 +166,7 @@ impl AgentRegistry {
             previous: q.previous,
             limit_bytes: q.limit_bytes.unwrap_or(-1),
             cancel: false,
+            proxy_path: q.proxy_path.clone(),
         };
         if tx.send(Ok(req)).await.is_err() {
             lock(&pending).remove(&id);
@@ -482,6 +487,18 @@ impl NodeAgent for ComponentService {
         req: Request<RegisterRequest>,
     ) -> Result<Response<RegisterResponse>, Status> {
         self.check_auth(&req)?;
+        let node_name = req
+            .get_ref()
+            .node
+            .as_ref()
+            .and_then(|o| serde_json::from_slice::<Value>(&o.json).ok())
+            .and_then(|v| {
+                v.pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .map(String::from)
+            })
+            .unwrap_or_default();
+        crate::authz::grpc::restrict(&req, Some(&node_name), None).await?;
         let obj = req
             .into_inner()
             .node
@@ -548,6 +565,7 @@ impl NodeAgent for ComponentService {
         req: Request<RenewLeaseRequest>,
     ) -> Result<Response<RenewLeaseResponse>, Status> {
         self.check_auth(&req)?;
+        crate::authz::grpc::restrict(&req, Some(&req.get_ref().node_name), None).await?;
         let r = req.into_inner();
         if r.node_name.is_empty() {
             return Err(Status::invalid_argument("node_name missing"));
@@ -613,6 +631,7 @@ impl NodeAgent for ComponentService {
         req: Request<UpdateNodeStatusRequest>,
     ) -> Result<Response<UpdateNodeStatusResponse>, Status> {
         self.check_auth(&req)?;
+        crate::authz::grpc::restrict(&req, Some(&req.get_ref().node_name), None).await?;
         let r = req.into_inner();
         let status = decode_json("node status", &r.status_json)?;
         let api = self.backend.api::<Node>(None);
@@ -637,6 +656,7 @@ impl NodeAgent for ComponentService {
         req: Request<WatchPodsRequest>,
     ) -> Result<Response<Self::WatchPodsStream>, Status> {
         self.check_auth(&req)?;
+        crate::authz::grpc::restrict(&req, Some(&req.get_ref().node_name), None).await?;
         let r = req.into_inner();
         if r.node_name.is_empty() {
             return Err(Status::invalid_argument("node_name missing"));
@@ -648,6 +668,9 @@ impl NodeAgent for ComponentService {
 
     async fn get_object(&self, req: Request<ObjectRef>) -> Result<Response<v1::Object>, Status> {
         self.check_auth(&req)?;
+        let r = req.get_ref();
+        let a = crate::authz::grpc::object_attributes("get", &r.kind, &r.namespace, &r.name);
+        crate::authz::grpc::restrict(&req, None, Some(a)).await?;
         let r = req.into_inner();
         let api = self.backend.api_for_kind(&r.kind, &r.namespace)?;
         let v = api.get(&r.name).await.map_err(to_status)?;
@@ -659,6 +682,9 @@ impl NodeAgent for ComponentService {
         req: Request<UpdatePodStatusRequest>,
     ) -> Result<Response<UpdatePodStatusResponse>, Status> {
         self.check_auth(&req)?;
+        let r = req.get_ref();
+        let a = crate::authz::grpc::object_attributes("update", "PodStatus", &r.namespace, &r.name);
+        crate::authz::grpc::restrict(&req, None, Some(a)).await?;
         let r = req.into_inner();
         let status = decode_json("pod status", &r.status_json)?;
         let api = self.backend.api::<Pod>(Some(&r.namespace));
@@ -715,6 +741,9 @@ impl NodeAgent for ComponentService {
         req: Request<FinalizePodDeletionRequest>,
     ) -> Result<Response<FinalizePodDeletionResponse>, Status> {
         self.check_auth(&req)?;
+        let r = req.get_ref();
+        let a = crate::authz::grpc::object_attributes("delete", "Pod", &r.namespace, &r.name);
+        crate::authz::grpc::restrict(&req, None, Some(a)).await?;
         let r = req.into_inner();
         let api = self.backend.api::<Pod>(Some(&r.namespace));
         let opts = DeleteOptions {
@@ -743,17 +772,37 @@ impl NodeAgent for ComponentService {
             .into_inner()
             .event
             .ok_or_else(|| Status::invalid_argument("event missing"))?;
-        let ev = decode_json("event", &obj.json)?;
+        let mut ev = decode_json("event", &obj.json)?;
         let ns = ev
             .pointer("/metadata/namespace")
             .and_then(Value::as_str)
             .unwrap_or("default")
             .to_string();
         let api = self.backend.api::<Event>(Some(&ns));
-        api.create(&ev, &PostParams::default())
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(CreateEventResponse {}))
+        // Repeats fold into one Event (count, lastTimestamp): see events.rs.
+        let name = events::dedup_name(&ev);
+        if let Some(m) = ev.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("generateName");
+            m.insert("name".into(), name.clone().into());
+        }
+        for _ in 0..CAS_ATTEMPTS {
+            match api.create(&ev, &PostParams::default()).await {
+                Ok(_) => return Ok(Response::new(CreateEventResponse {})),
+                Err(e) if e.is_already_exists() => {}
+                Err(e) => return Err(to_status(e)),
+            }
+            let mut cur = match api.get_opt(&name).await.map_err(to_status)? {
+                Some(c) => c,
+                None => continue, // expired meanwhile: create it again
+            };
+            events::merge_repeat(&mut cur, &ev);
+            match api.replace(&name, &cur, &PostParams::default()).await {
+                Ok(_) => return Ok(Response::new(CreateEventResponse {})),
+                Err(e) if e.is_conflict() || e.is_not_found() => continue,
+                Err(e) => return Err(to_status(e)),
+            }
+        }
+        Err(Status::aborted("event: too many conflicting updates"))
     }
 
     async fn report_stats(
@@ -761,6 +810,7 @@ impl NodeAgent for ComponentService {
         req: Request<v1::NodeStats>,
     ) -> Result<Response<v1::ReportStatsResponse>, Status> {
         self.check_auth(&req)?;
+        crate::authz::grpc::restrict(&req, Some(&req.get_ref().node_name), None).await?;
         let s = req.into_inner();
         if s.node_name.is_empty() {
             return Err(Status::invalid_argument("node_name missing"));
@@ -776,6 +826,7 @@ impl NodeAgent for ComponentService {
         req: Request<Streaming<LogChunk>>,
     ) -> Result<Response<Self::LogStreamStream>, Status> {
         self.check_auth(&req)?;
+        let caller = crate::authz::grpc::caller_node(&req);
         let mut inbound = req.into_inner();
         let node = match tokio::time::timeout(Duration::from_secs(30), inbound.message()).await {
             Ok(Ok(Some(LogChunk {
@@ -787,6 +838,7 @@ impl NodeAgent for ComponentService {
                 ))
             }
         };
+        crate::authz::grpc::check_node(caller.as_deref(), &node)?;
         let (tx, rx) = mpsc::channel(64);
         let pending: Arc<Mutex<HashMap<u64, mpsc::Sender<LogPiece>>>> = Default::default();
         let conn_id = self.registry.next_id.fetch_add(1, Ordering::Relaxed) + 1;
@@ -909,6 +961,10 @@ pub fn mount(
             "/api/v1/namespaces/{ns}/pods/{name}/log",
             axum::routing::get(pod_log),
         )
+        .route(
+            "/api/v1/nodes/{name}/proxy/{*path}",
+            axum::routing::get(node_proxy),
+        )
         .with_state(state);
     let m = "/apis/metrics.k8s.io/v1beta1";
     let metrics = axum::Router::new()
@@ -999,6 +1055,7 @@ async fn pod_log(
         timestamps: q.timestamps.unwrap_or(false),
         previous: q.previous.unwrap_or(false),
         limit_bytes: q.limit_bytes,
+        proxy_path: String::new(),
     };
     match st.registry.logs(node, &query).await {
         Ok(stream) => {
@@ -1017,6 +1074,50 @@ async fn pod_log(
                 400 => "BadRequest",
                 _ => "InternalError",
             };
+            status_body(code, reason, &message)
+        }
+        Err(e) => status_body(503, "ServiceUnavailable", &e.to_string()),
+    }
+}
+
+/// `GET /api/v1/nodes/{name}/proxy/{path}`: the agent's own endpoints (`metrics`,
+/// `metrics/cadvisor`), relayed over the agent's outbound stream; agents listen on no port.
+async fn node_proxy(
+    axum::extract::State(st): axum::extract::State<LogState>,
+    axum::extract::Path((node, path)): axum::extract::Path<(String, String)>,
+) -> axum::response::Response {
+    let path = path.trim_matches('/').to_string();
+    if !matches!(path.as_str(), "metrics" | "metrics/cadvisor") {
+        return status_body(
+            404,
+            "NotFound",
+            &format!("the node proxy serves only metrics and metrics/cadvisor, not {path:?}"),
+        );
+    }
+    if let Err(e) = st.pods.dynamic(ApiResource::of::<Node>(), None).get(&node).await {
+        let code = e.code().unwrap_or(500);
+        let reason = if code == 404 { "NotFound" } else { "InternalError" };
+        return status_body(code, reason, &e.to_string());
+    }
+    let q = LogQuery {
+        proxy_path: path,
+        ..Default::default()
+    };
+    match st.registry.logs(&node, &q).await {
+        Ok(stream) => {
+            let body =
+                axum::body::Body::from_stream(stream.map(|r| r.map_err(std::io::Error::other)));
+            let mut resp = axum::response::Response::new(body);
+            resp.headers_mut().insert(
+                axum::http::header::CONTENT_TYPE,
+                axum::http::HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            resp
+        }
+        Err(RelayError::Agent { code, message }) => {
+            let reason = if code == 404 { "NotFound" } else { "InternalError" };
             status_body(code, reason, &message)
         }
         Err(e) => status_body(503, "ServiceUnavailable", &e.to_string()),

@@ -93,6 +93,8 @@ pub struct ListResult {
 pub struct Committed {
     revision: Revision,
     durable: Option<tokio::sync::watch::Receiver<DurableState>>,
+    /// When the write started (for `etcd_request_duration_seconds{operation="write"}`).
+    started: Option<std::time::Instant>,
 }
 
 /// What the flusher has made durable so far.
@@ -109,13 +111,20 @@ impl Committed {
         Committed {
             revision,
             durable: None,
+            started: None,
         }
     }
     pub fn pending(revision: Revision, rx: tokio::sync::watch::Receiver<DurableState>) -> Self {
         Committed {
             revision,
             durable: Some(rx),
+            started: None,
         }
+    }
+    /// Time the write from `started` until it is durable.
+    pub fn timed(mut self, started: std::time::Instant) -> Self {
+        self.started = Some(started);
+        self
     }
     pub fn revision(&self) -> Revision {
         self.revision
@@ -129,6 +138,9 @@ impl Committed {
             {
                 let st = rx.borrow_and_update();
                 if st.revision >= self.revision {
+                    if let Some(t) = self.started {
+                        crate::metrics::observe_store("write", t);
+                    }
                     return Ok(self.revision);
                 }
                 if let Some(e) = &st.error {

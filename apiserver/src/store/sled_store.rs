@@ -297,12 +297,15 @@ impl Txn for SledTxn<'_> {
 
 impl Store for SledStore {
     fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
-        Ok(self
+        let t = std::time::Instant::now();
+        let v = self
             .inner
             .db
             .get(key.as_bytes())?
             .map(|v| self.inner.plain(key.as_bytes(), &v))
-            .transpose()?)
+            .transpose()?;
+        crate::metrics::observe_store("get", t);
+        Ok(v)
     }
 
     fn list(
@@ -311,6 +314,7 @@ impl Store for SledStore {
         start_after: Option<&str>,
         limit: usize,
     ) -> Result<ListResult, StoreError> {
+        let t = std::time::Instant::now();
         // The read lock keeps writers out while we scan, so items and revision agree.
         let guard = self.inner.lock.read().unwrap_or_else(|p| p.into_inner());
         let revision = *guard;
@@ -333,6 +337,7 @@ impl Store for SledStore {
             items.push((String::from_utf8_lossy(&k).into_owned(), v));
         }
         drop(guard);
+        crate::metrics::observe_store("list", t);
         Ok(ListResult {
             items,
             revision,
@@ -352,6 +357,7 @@ impl Store for SledStore {
         if self.inner.closed.load(Ordering::SeqCst) {
             return Err(StoreError::Closed.into());
         }
+        let started = std::time::Instant::now();
         let mut guard = self.inner.lock.write().unwrap_or_else(|p| p.into_inner());
         let current = *guard;
         let mut txn = SledTxn {
@@ -422,7 +428,7 @@ impl Store for SledStore {
         self.inner.wake.notify_one();
         Ok((
             out,
-            Committed::pending(revision, self.inner.durable.subscribe()),
+            Committed::pending(revision, self.inner.durable.subscribe()).timed(started),
         ))
     }
 

@@ -164,11 +164,11 @@ fn build(client: Client, cfg: Config, tasks: &mut JoinSet<()>) -> (Arc<Ctx>, Wri
         leases,
         namespaces,
         quotas,
-        rs_queue: WorkQueue::new(),
-        dep_queue: WorkQueue::new(),
-        node_queue: WorkQueue::new(),
-        gc_queue: WorkQueue::new(),
-        ns_queue: WorkQueue::new(),
+        rs_queue: WorkQueue::named("replicaset"),
+        dep_queue: WorkQueue::named("deployment"),
+        node_queue: WorkQueue::named("nodelifecycle"),
+        gc_queue: WorkQueue::named("garbagecollector"),
+        ns_queue: WorkQueue::named("namespace"),
         rs_expectations: Mutex::new(HashMap::new()),
         recorder,
     });
@@ -492,7 +492,14 @@ async fn worker<K>(
     K: Clone + Eq + std::hash::Hash + Send + Sync + std::fmt::Debug + 'static,
 {
     while let Some(key) = q.get().await {
+        let started = std::time::Instant::now();
         let r = f(&ctx, &key).await;
+        let result = match &r {
+            Ok(None) => "success",
+            Ok(Some(_)) => "requeue_after",
+            Err(_) => "error",
+        };
+        crate::metrics::reconciled(name, result, started.elapsed());
         match r {
             Ok(after) => {
                 q.forget(&key);

@@ -17,6 +17,8 @@ struct State<K> {
     failures: HashMap<K, u32>,
     /// Earliest pending delayed add per key (a later, longer delay is dropped).
     delayed: HashMap<K, tokio::time::Instant>,
+    /// When each dirty key was added (for `workqueue_queue_duration_seconds`).
+    added: HashMap<K, std::time::Instant>,
     shut: bool,
 }
 
@@ -25,6 +27,8 @@ pub struct WorkQueue<K> {
     notify: Notify,
     base_backoff: Duration,
     max_backoff: Duration,
+    /// The `name` label of the `workqueue_*` metrics (`""`: not exported).
+    name: &'static str,
 }
 
 impl<K: Clone + Eq + Hash + Send + Sync + 'static> WorkQueue<K> {
@@ -32,7 +36,16 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> WorkQueue<K> {
         Self::with_backoff(Duration::from_millis(5), Duration::from_secs(30))
     }
 
+    /// A queue whose depth, adds, waits and retries are exported as `workqueue_*{name}`.
+    pub fn named(name: &'static str) -> Arc<Self> {
+        Self::build(Duration::from_millis(5), Duration::from_secs(30), name)
+    }
+
     pub fn with_backoff(base: Duration, max: Duration) -> Arc<Self> {
+        Self::build(base, max, "")
+    }
+
+    fn build(base: Duration, max: Duration, name: &'static str) -> Arc<Self> {
         Arc::new(WorkQueue {
             state: Mutex::new(State {
                 queue: VecDeque::new(),
@@ -40,11 +53,13 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> WorkQueue<K> {
                 processing: HashSet::new(),
                 failures: HashMap::new(),
                 delayed: HashMap::new(),
+                added: HashMap::new(),
                 shut: false,
             }),
             notify: Notify::new(),
             base_backoff: base,
             max_backoff: max,
+            name,
         })
     }
 
@@ -58,10 +73,17 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> WorkQueue<K> {
             return;
         }
         s.dirty.insert(key.clone());
+        if !self.name.is_empty() {
+            crate::metrics::queue_add(self.name);
+            s.added.insert(key.clone(), std::time::Instant::now());
+        }
         if s.processing.contains(&key) {
             return;
         }
         s.queue.push_back(key);
+        if !self.name.is_empty() {
+            crate::metrics::queue_depth(self.name, s.queue.len());
+        }
         drop(s);
         self.notify.notify_one();
     }
@@ -112,6 +134,9 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> WorkQueue<K> {
             *n += 1;
             *n
         };
+        if !self.name.is_empty() {
+            crate::metrics::queue_retry(self.name);
+        }
         let exp = 2u32.saturating_pow(n.saturating_sub(1).min(20));
         let d = self.base_backoff.saturating_mul(exp).min(self.max_backoff);
         self.add_after(key, d);
@@ -133,6 +158,12 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> WorkQueue<K> {
                 }
                 if let Some(k) = s.queue.pop_front() {
                     s.dirty.remove(&k);
+                    if !self.name.is_empty() {
+                        if let Some(t) = s.added.remove(&k) {
+                            crate::metrics::queue_wait(self.name, t.elapsed());
+                        }
+                        crate::metrics::queue_depth(self.name, s.queue.len());
+                    }
                     s.processing.insert(k.clone());
                     if !s.queue.is_empty() {
                         self.notify.notify_one();
@@ -150,6 +181,9 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> WorkQueue<K> {
         s.processing.remove(key);
         if s.dirty.contains(key) {
             s.queue.push_back(key.clone());
+            if !self.name.is_empty() {
+                crate::metrics::queue_depth(self.name, s.queue.len());
+            }
             drop(s);
             self.notify.notify_one();
         }

@@ -261,6 +261,12 @@ impl Server {
         if let Some(n) = &opts.node_name {
             cmd.args(["--node-name", n]);
         }
+        if !opts.no_agent && !opts.hollow {
+            // A real agent on the host itself: keep the host's network untouched (no kapsel0
+            // bridge, routes or nft tables); the multi-node harness tests the pod network in
+            // namespaces it owns.
+            cmd.arg("--no-pod-network");
+        }
         cmd.args(&opts.extra);
         let log = data_dir.join(format!(
             "server-{}.log",

@@ -344,8 +344,6 @@ async fn crashloop_example() {
                 "1".into(),
                 "--backoff-max-seconds".into(),
                 "4".into(),
-                // the host's network stays untouched: no kapsel0 bridge, routes or nft tables
-                "--no-pod-network".into(),
             ],
             ..Default::default()
         },

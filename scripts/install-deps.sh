@@ -60,5 +60,3 @@ if [ ${#pip_pkgs[@]} -gt 0 ]; then
   "$VENV/bin/pip" install -q --disable-pip-version-check "${pip_pkgs[@]}"
 fi
 
-# cargo-fuzz (scripts/fuzz.sh, run by scripts/test.sh), from crates.io.
-command -v cargo-fuzz >/dev/null 2>&1 || cargo install --locked cargo-fuzz

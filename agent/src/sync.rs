@@ -529,7 +529,13 @@ impl Worker {
             return;
         }
         let running = |s: Option<&PodStatus>| s.and_then(|s| s.phase.as_deref()) == Some("Running");
-        if running(Some(&st)) && !running(self.last_status.as_ref()) && self.instances.iter().all(|i| i.created_ms >= self.memo.start_ms) {
+        if running(Some(&st))
+            && !running(self.last_status.as_ref())
+            && self
+                .instances
+                .iter()
+                .all(|i| i.created_ms >= self.memo.start_ms)
+        {
             let ms = now_ms().saturating_sub(self.memo.start_ms);
             crate::metrics::pod_started(Duration::from_millis(ms));
         }

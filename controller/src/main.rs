@@ -106,7 +106,9 @@ async fn main() -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("--metrics-addr {}: {e}", args.metrics_addr))?;
         let token = args.metrics_token.clone();
         tokio::spawn(async move {
-            if let Err(e) = kapsel_api::metrics_endpoint::serve(addr, token, kapsel_controller::metrics::render).await
+            if let Err(e) =
+                kapsel_api::metrics_endpoint::serve(addr, token, kapsel_controller::metrics::render)
+                    .await
             {
                 tracing::error!(error = %e, "metrics endpoint failed");
             }

@@ -1094,9 +1094,18 @@ async fn node_proxy(
             &format!("the node proxy serves only metrics and metrics/cadvisor, not {path:?}"),
         );
     }
-    if let Err(e) = st.pods.dynamic(ApiResource::of::<Node>(), None).get(&node).await {
+    if let Err(e) = st
+        .pods
+        .dynamic(ApiResource::of::<Node>(), None)
+        .get(&node)
+        .await
+    {
         let code = e.code().unwrap_or(500);
-        let reason = if code == 404 { "NotFound" } else { "InternalError" };
+        let reason = if code == 404 {
+            "NotFound"
+        } else {
+            "InternalError"
+        };
         return status_body(code, reason, &e.to_string());
     }
     let q = LogQuery {
@@ -1117,7 +1126,11 @@ async fn node_proxy(
             resp
         }
         Err(RelayError::Agent { code, message }) => {
-            let reason = if code == 404 { "NotFound" } else { "InternalError" };
+            let reason = if code == 404 {
+                "NotFound"
+            } else {
+                "InternalError"
+            };
             status_body(code, reason, &message)
         }
         Err(e) => status_body(503, "ServiceUnavailable", &e.to_string()),

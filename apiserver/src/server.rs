@@ -25,6 +25,9 @@ use crate::rest::Api;
 use crate::store::sled_store::SledOptions;
 use crate::store::{SledStore, StoreError};
 
+/// The encryption key file's name in the data directory when `--encryption-key-file` is not set.
+pub const DEFAULT_ENCRYPTION_KEY_FILE: &str = "encryption-key";
+
 /// How long open requests (watches) get to finish after the shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -40,12 +43,17 @@ pub struct ServerConfig {
     pub commit_delay: Duration,
     /// Used when `security` is `None` (plain HTTP: the test server, `--insecure-http`).
     pub authenticator: Arc<dyn Authenticator>,
-    /// `--event-ttl`: Events are deleted this long after they last happened.
-    pub event_ttl: Duration,
     /// TLS and authentication (the default of the binaries); `None`: plain HTTP.
     pub security: Option<crate::security::SecurityConfig>,
+    /// `--event-ttl`: Events are deleted this long after they last happened.
+    pub event_ttl: Duration,
     /// `--service-cidr` and the node port range Services are allocated from.
     pub service_ranges: crate::svcalloc::Ranges,
+    /// Authorization, audit log and abuse limits (authz/).
+    pub guards: crate::authz::GuardsConfig,
+    /// `--encryption-key-file`: the key of Secrets at rest, created at first start (`None`:
+    /// `DATA_DIR/encryption-key`).
+    pub encryption_key_file: Option<PathBuf>,
 }
 
 impl ServerConfig {
@@ -58,9 +66,11 @@ impl ServerConfig {
             cache_bytes: d.cache_bytes,
             commit_delay: d.commit_delay,
             authenticator: Arc::new(AllowAll),
-            event_ttl: crate::eventttl::DEFAULT_EVENT_TTL,
             security: None,
+            event_ttl: crate::eventttl::DEFAULT_EVENT_TTL,
             service_ranges: crate::svcalloc::Ranges::default(),
+            guards: Default::default(),
+            encryption_key_file: None,
         }
     }
 }
@@ -153,6 +163,7 @@ pub struct Prepared {
     event_ttl: Duration,
     /// TLS, the CA and the loopback credentials of the secure server.
     security: Option<crate::security::Secured>,
+    guards: Arc<crate::authz::Guards>,
 }
 
 impl Prepared {
@@ -165,11 +176,18 @@ impl Prepared {
 /// Open the store and create the system namespaces.
 pub async fn prepare(config: &ServerConfig) -> Result<Prepared, ServerError> {
     let dir = config.data_dir.clone();
+    let key_file = config
+        .encryption_key_file
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join(DEFAULT_ENCRYPTION_KEY_FILE));
+    let encryption = Some(Arc::new(
+        crate::store::encryption::Encryption::load_or_create(&key_file)?,
+    ));
     let opts = SledOptions {
+        encryption,
         watch_history: config.watch_history,
         cache_bytes: config.cache_bytes,
         commit_delay: config.commit_delay,
-        ..Default::default()
     };
     let store = tokio::task::spawn_blocking(move || SledStore::open(&dir, opts))
         .await
@@ -181,6 +199,7 @@ pub async fn prepare(config: &ServerConfig) -> Result<Prepared, ServerError> {
         service_ranges: config.service_ranges.clone(),
     });
     api.bootstrap().await?;
+    let guards = crate::authz::Guards::start(&config.guards, &api).await?;
     let (authenticator, security) = match &config.security {
         None => (Arc::clone(&config.authenticator), None),
         Some(sec) => {
@@ -195,6 +214,7 @@ pub async fn prepare(config: &ServerConfig) -> Result<Prepared, ServerError> {
         authenticator,
         event_ttl: config.event_ttl,
         security,
+        guards,
     })
 }
 
@@ -212,6 +232,7 @@ pub async fn run(
         authenticator,
         event_ttl,
         security,
+        guards,
     } = prepared;
     let app = rest_routes(Arc::clone(&api));
     let loopback = crate::component::Loopback {
@@ -227,7 +248,10 @@ pub async fn run(
     let app = crate::component::mount(app, &listener, &loopback);
     // Observability: /metrics (authenticated), request metrics, the /ui shell, event expiry.
     let app = app.merge(crate::metrics::routes(Arc::clone(&api)));
+    // Authorization runs after authentication (inner), audit and limits around both.
+    let app = guards.authorize(app);
     let app = finish(app, authenticator);
+    let app = guards.guard(app);
     let app = crate::metrics::instrument(app).merge(crate::ui::routes());
     crate::eventttl::spawn(Arc::clone(&api), event_ttl);
     let stopped = api.shutdown.clone();

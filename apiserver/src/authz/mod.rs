@@ -351,6 +351,52 @@ pub struct GuardsConfig {
     pub limits: limits::LimitsConfig,
 }
 
+/// The guards' command-line flags (kube-apiserver's names), shared by `kapsel-apiserver` and
+/// `kapsel server`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct GuardArgs {
+    /// Write one JSON line per request here (rotated by size).
+    #[arg(long)]
+    pub audit_log_path: Option<std::path::PathBuf>,
+    /// Rotate the audit log at this size, MiB.
+    #[arg(long, default_value_t = 100)]
+    pub audit_log_maxsize: u64,
+    /// Rotated audit logs kept.
+    #[arg(long, default_value_t = 5)]
+    pub audit_log_maxbackup: usize,
+    /// The key file of Secrets at rest (created at first start; default DATA_DIR/encryption-key).
+    #[arg(long)]
+    pub encryption_key_file: Option<std::path::PathBuf>,
+    /// Read-only requests in flight before 429.
+    #[arg(long, default_value_t = 400)]
+    pub max_requests_inflight: usize,
+    /// Mutating requests in flight before 429.
+    #[arg(long, default_value_t = 200)]
+    pub max_mutating_requests_inflight: usize,
+    /// Open watches per user (cluster admins are exempt).
+    #[arg(long, default_value_t = 500)]
+    pub max_watches_per_user: usize,
+}
+
+impl GuardArgs {
+    /// Put the flags into a server configuration.
+    pub fn apply(&self, config: &mut crate::server::ServerConfig) {
+        config.guards.audit = self.audit_log_path.as_ref().map(|p| audit::AuditConfig {
+            path: p.clone(),
+            max_size_bytes: self.audit_log_maxsize.max(1) * 1024 * 1024,
+            max_backups: self.audit_log_maxbackup,
+        });
+        config.guards.limits = limits::LimitsConfig {
+            max_requests_inflight: self.max_requests_inflight,
+            max_mutating_requests_inflight: self.max_mutating_requests_inflight,
+            max_watches_per_user: self.max_watches_per_user,
+        };
+        if self.encryption_key_file.is_some() {
+            config.encryption_key_file = self.encryption_key_file.clone();
+        }
+    }
+}
+
 /// Everything the request guards share.
 pub struct Guards {
     pub authorizer: Arc<Authorizer>,

@@ -26,10 +26,10 @@ pub mod rest;
 pub mod security;
 pub mod server;
 pub mod store;
-pub mod tls;
-pub mod ui;
 pub mod svcalloc;
 pub mod table;
+pub mod tls;
+pub mod ui;
 pub mod watch;
 
 pub use auth::{AllowAll, Authenticator, UserInfo};

@@ -567,7 +567,8 @@ mod tests {
             "kapsel-token-abcdef"
         );
         assert!(!user.to_string().contains("0123456789abcdef"));
-        let cases: Vec<(&Value, &str, Result<(&str, Vec<&str>), TokenReject>)> = vec![
+        type Expect<'a> = Result<(&'a str, Vec<&'a str>), TokenReject>;
+        let cases: Vec<(&Value, &str, Expect<'_>)> = vec![
             (
                 &user,
                 "0123456789abcdef",

@@ -359,7 +359,7 @@ async fn record_event(api: &Api<KEvent>, ev: KEvent) -> std::result::Result<(), 
             continue; // expired meanwhile
         };
         cur.count = Some(cur.count.unwrap_or(1) + 1);
-        cur.last_timestamp = ev.last_timestamp.clone();
+        cur.last_timestamp = ev.last_timestamp;
         match api.replace(&name, &cur).await {
             Ok(_) => return Ok(()),
             Err(e) if e.is_conflict() || e.is_not_found() => continue,

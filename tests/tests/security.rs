@@ -149,7 +149,7 @@ async fn join_pins_the_ca_refuses_dead_tokens_and_renews_certificates() {
             let leases = leases.clone();
             async move {
                 let l = leases.get("kt-good").await.ok()?;
-                let t = l.spec.as_ref()?.renew_time.clone()?;
+                let t = l.spec.as_ref()?.renew_time?;
                 (t.0.timestamp() > na1 + 2).then_some(())
             }
         },

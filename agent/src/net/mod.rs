@@ -454,10 +454,8 @@ impl PodNetwork {
             }
             Ok(())
         })();
-        if let Err(e) = result {
-            // Keep the allocation (the sandbox still exists; the next attempt reuses the IP).
-            return Err(e);
-        }
+        // On failure keep the allocation (the sandbox still exists; the next attempt reuses the IP).
+        result?;
         if let Some(a) = g.ipam.state.allocations.get_mut(&uid) {
             a.extra.bandwidth = bandwidth;
         }

@@ -372,13 +372,17 @@ impl NetOps for IpCommands {
 
 /// A fake that records every call (in order) and keeps the resulting state; errors can be
 /// injected by call name. For the agent's unit tests.
+/// (ingress, egress) rates in bits per second; `None` is unlimited.
+pub type Bandwidth = (Option<u64>, Option<u64>);
+
 #[derive(Debug, Default)]
 pub struct RecordingOps {
     pub calls: Mutex<Vec<String>>,
     pub links: Mutex<std::collections::BTreeSet<String>>,
     pub routes: Mutex<BTreeMap<Ipv4Cidr, Ipv4Addr>>,
     pub nft: Mutex<Option<String>>,
-    pub bandwidth: Mutex<BTreeMap<String, (Option<u64>, Option<u64>)>>,
+    /// Host interface → (ingress, egress) bits per second.
+    pub bandwidth: Mutex<BTreeMap<String, Bandwidth>>,
     /// Call names (`add_pod_link`, …) that fail.
     pub fail: Mutex<std::collections::BTreeSet<String>>,
 }

@@ -113,7 +113,7 @@ pub async fn run(ctx: &Ctx, cmd: TokenCommand, out: &mut dyn Write) -> anyhow::R
         }
         TokenCommand::List => {
             let list = secrets(ctx).list(&ListParams::default()).await?;
-            writeln!(out, "{:<8} {:<26} {}", "ID", "EXPIRES", "DESCRIPTION")?;
+            writeln!(out, "{:<8} {:<26} DESCRIPTION", "ID", "EXPIRES")?;
             for s in list.items {
                 if s.get("type").and_then(Value::as_str) != Some(auth::JOIN_TOKEN_TYPE) {
                     continue;

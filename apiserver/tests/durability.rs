@@ -28,6 +28,8 @@ async fn start(dir: &std::path::Path) -> Server {
         .arg(dir)
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
+        // this test is about the store: plain HTTP on loopback (TLS has apiserver/tests/security.rs)
+        .arg("--insecure-http")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

@@ -583,7 +583,7 @@ async fn discovery_and_health() {
         .any(|r| r["name"] == "deployments/scale" && r["kind"] == "Scale"));
     assert_eq!(h.get("/apis/coordination.k8s.io/v1").await.code(), 200);
     assert_eq!(h.get("/openapi/v2").await.code(), 200);
-    assert_eq!(h.get("/openapi/v3").await.code(), 404);
+    assert_eq!(h.get("/openapi/v3").await.code(), 200);
     let nf = h.get("/apis/nope/v1").await;
     assert_eq!(nf.code(), 404);
     assert_eq!(nf.body["kind"], "Status");

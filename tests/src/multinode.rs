@@ -555,6 +555,16 @@ impl Cluster {
             },
             &format!("{}:0", c.host_ip),
         );
+        // The network tests run hostNetwork/hostPort pods in `default`: allow them there (Pod
+        // Security admission enforces `baseline` by default).
+        let ns = dir.join("default-ns.yaml");
+        std::fs::write(
+            &ns,
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: default\n  labels:\n    \
+             pod-security.kubernetes.io/enforce: privileged\n",
+        )
+        .expect("write namespace manifest");
+        server.kapsel(&["apply", "-f", &ns.display().to_string()]);
         c.server = Some(server);
         for i in 0..opts.nodes {
             c.start_agent(i);

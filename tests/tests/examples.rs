@@ -279,9 +279,9 @@ async fn node_failure_walkthrough() {
     assert_eq!(pods.len(), 4);
     let out = server.kapsel(&["get", "nodes"]);
     assert!(
-        out.lines()
-            .any(|l| l.starts_with("kt-ex-b") && l.contains("NotReady")),
-        "kt-ex-b shown NotReady:\n{out}"
+        !out.lines()
+            .any(|l| l.starts_with("kt-ex-b") && l.split_whitespace().nth(1) == Some("Ready")),
+        "kt-ex-b is not shown Ready:\n{out}"
     );
 
     let _b = spawn_b();

@@ -297,6 +297,8 @@ mod store_tests {
             ev[0].prev.as_deref(),
             Some(&b"{\"data\":\"TOPSECRET-VALUE\"}"[..])
         );
+        // The watch holds the store open too: end it before reopening the files.
+        drop(w);
         s.close();
         drop(s);
         assert!(

@@ -74,7 +74,7 @@ assert s.spec.replicas == 2 and s.status.selector == "app=py-web", s
 deadline = time.time() + 120
 while True:
     st = apps.read_namespaced_deployment_status("py-web", NS).status
-    if st.observed_generation == 3 and st.updated_replicas == 2:
+    if st is not None and st.observed_generation == 3 and st.updated_replicas == 2:
         break
     assert time.time() < deadline, st
     time.sleep(0.5)

@@ -106,9 +106,13 @@ async fn harness_runs_three_nodes_and_cleans_up() {
     assert!(left.is_empty(), "left behind: {left:?}");
 }
 
-/// `busybox wget` of `url` from inside a pod's netns; the body.
+/// A shell prefix defining `kt_get URL`: an HTTP GET through `busybox nc` that prints the body
+/// and fails unless the answer is `200` (Debian 12's busybox-static `wget` segfaults).
+const KT_GET: &str = r#"kt_get() { u=${1#http://}; hp=${u%%/*}; p=/${u#*/}; r=$(printf 'GET %s HTTP/1.0\r\n\r\n' "$p" | busybox nc -w 5 "${hp%:*}" "${hp#*:}") || return 1; case "$r" in "HTTP/1."?" 200"*) printf '%s\n' "${r#*$(printf '\r\n\r')}";; *) echo "$r" >&2; return 1;; esac; }; "#;
+
+/// An HTTP GET of `url` from inside a pod's netns; the body.
 fn wget_from_pod(c: &Cluster, from: &Pod, url: &str) -> String {
-    let o = c.pod_exec(from, &format!("busybox wget -q -T 5 -O - {url}"));
+    let o = c.pod_exec(from, &format!("{KT_GET}kt_get {url}"));
     assert!(
         o.status.success(),
         "wget {url} from {}: {}",
@@ -269,7 +273,7 @@ spec:
     // a node reaches pods on other nodes too (host-gw routes)
     c.node_sh(
         0,
-        &format!("busybox wget -q -T 5 -O - http://{}:8080/", pod_ip(&web[1])),
+        &format!("{KT_GET}kt_get http://{}:8080/", pod_ip(&web[1])),
     );
     println!("3 pods on 3 nodes reach each other by pod IP");
 
@@ -291,7 +295,7 @@ spec:
     let body = eventually(T, "hostNetwork httpd on node 1's IP", || {
         let o = c.node_exec(
             0,
-            &format!("busybox wget -q -T 3 -O - http://{}:18090/", c.nodes[1].ip),
+            &format!("{KT_GET}kt_get http://{}:18090/", c.nodes[1].ip),
         );
         async move {
             o.status
@@ -313,7 +317,7 @@ spec:
     .await;
     let url = format!("http://{}:30080/", c.nodes[2].ip);
     let body = eventually(T, "hostPort answers", || {
-        let o = c.node_exec(0, &format!("busybox wget -q -T 3 -O - {url}"));
+        let o = c.node_exec(0, &format!("{KT_GET}kt_get {url}"));
         async move {
             o.status
                 .success()
@@ -323,7 +327,7 @@ spec:
     .await;
     assert_eq!(body, "hostport");
     assert_eq!(
-        sh(&format!("busybox wget -q -T 3 -O - {url}")).trim(),
+        sh(&format!("{KT_GET}kt_get {url}")).trim(),
         "hostport",
         "from the host (LAN)"
     );

@@ -1269,7 +1269,10 @@ impl PodManager {
         let (instances, sandbox) = match &mut self.adopted {
             Some(a) => {
                 let inst = a.remove(&uid).unwrap_or_default();
-                let sb = self.adopted_dirs.remove(&uid) || !inst.is_empty();
+                // A pod dir from before the restart means the sandbox is still there — except
+                // with the hollow runtime, which forgets everything when the process ends.
+                let had_dir = self.adopted_dirs.remove(&uid);
+                let sb = (had_dir && !self.ctx.cfg.hollow) || !inst.is_empty();
                 (inst, sb)
             }
             None => (Vec::new(), false),

@@ -44,6 +44,16 @@ impl Drop for CgroupGuard {
     }
 }
 
+/// The demo Deployment `default/web` with all its replicas Ready (its live pods).
+async fn web_ready(client: &kapsel_api::client::Client) -> Vec<Pod> {
+    wait_deployment_ready(client, "default", "web", "app=web", Duration::from_secs(60)).await
+}
+
+/// `kapsel rollout status deployment/web` (waits for the rollout; its output).
+fn rollout_status(server: &Server) -> String {
+    server.kapsel(&["rollout", "status", "deployment/web", "--timeout", "120s"])
+}
+
 fn template_image(d: &Deployment) -> String {
     d.spec
         .as_ref()
@@ -148,21 +158,14 @@ async fn rolling_update_walkthrough() {
     let deploys: Api<Deployment> = client.api(Some("default"));
 
     server.kapsel(&["apply", "-f", "examples/deployment.yaml"]);
-    let out = server.kapsel(&["rollout", "status", "deployment/web", "--timeout", "120s"]);
+    let out = rollout_status(&server);
     assert!(out.contains("successfully rolled out"), "{out}");
 
     server.kapsel(&["apply", "-f", "examples/deployment-v2.yaml"]);
-    let out = server.kapsel(&["rollout", "status", "deployment/web", "--timeout", "120s"]);
+    let out = rollout_status(&server);
     println!("rollout status (v2):\n{out}");
     assert!(out.contains("successfully rolled out"), "{out}");
-    let pods = wait_deployment_ready(
-        &client,
-        "default",
-        "web",
-        "app=web",
-        Duration::from_secs(60),
-    )
-    .await;
+    let pods = web_ready(&client).await;
     for p in &pods {
         let img = p.spec.as_ref().expect("spec").containers[0]
             .image
@@ -178,21 +181,14 @@ async fn rolling_update_walkthrough() {
 
     let out = server.kapsel(&["rollout", "undo", "deployment/web"]);
     assert!(out.contains("rolled back"), "{out}");
-    server.kapsel(&["rollout", "status", "deployment/web", "--timeout", "120s"]);
+    rollout_status(&server);
     let d = deploys.get("web").await.expect("deployment");
     assert!(
         template_image(&d).ends_with("demo-httpd:v1"),
         "undo restores the v1 template: {}",
         template_image(&d)
     );
-    let pods = wait_deployment_ready(
-        &client,
-        "default",
-        "web",
-        "app=web",
-        Duration::from_secs(60),
-    )
-    .await;
+    let pods = web_ready(&client).await;
     assert_eq!(pods.len(), 3);
     println!("rolling update v1 -> v2 -> undo (v1) done");
 }
@@ -234,14 +230,7 @@ async fn node_failure_walkthrough() {
 
     server.kapsel(&["apply", "-f", "examples/deployment.yaml"]);
     server.kapsel(&["scale", "deployment/web", "--replicas", "4"]);
-    let pods = wait_deployment_ready(
-        &client,
-        "default",
-        "web",
-        "app=web",
-        Duration::from_secs(60),
-    )
-    .await;
+    let pods = web_ready(&client).await;
     let on_b = |pods: &[Pod]| {
         pods.iter()
             .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some("kt-ex-b"))
@@ -286,14 +275,7 @@ async fn node_failure_walkthrough() {
 
     let _b = spawn_b();
     wait_nodes_ready(&client, 2, Duration::from_secs(30)).await;
-    let pods = wait_deployment_ready(
-        &client,
-        "default",
-        "web",
-        "app=web",
-        Duration::from_secs(60),
-    )
-    .await;
+    let pods = web_ready(&client).await;
     assert_eq!(
         pods.len(),
         4,

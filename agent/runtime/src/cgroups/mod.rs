@@ -164,7 +164,22 @@ pub struct CgroupMount {
 }
 
 /// Parse the cgroup mounts out of a mountinfo text.
+///
+/// Mounts of a hierarchy's root (`/` in the root field) are used. Inside a container that
+/// shares the host's cgroup namespace (Docker on cgroup v1: `--privileged` node containers in
+/// docker-compose.yml), each hierarchy is mounted only from the container's own cgroup
+/// (`/docker/ID`): then those mounts are used, and everything the runtime creates stays under
+/// the container's cgroup.
 pub fn parse_mountinfo(text: &str) -> Vec<CgroupMount> {
+    let rooted = parse_mounts(text, true);
+    if rooted.is_empty() {
+        parse_mounts(text, false)
+    } else {
+        rooted
+    }
+}
+
+fn parse_mounts(text: &str, only_root: bool) -> Vec<CgroupMount> {
     let mut out = Vec::new();
     for line in text.lines() {
         let Some((left, right)) = line.split_once(" - ") else {
@@ -172,7 +187,7 @@ pub fn parse_mountinfo(text: &str) -> Vec<CgroupMount> {
         };
         let l: Vec<&str> = left.split_whitespace().collect();
         let r: Vec<&str> = right.split_whitespace().collect();
-        if l.len() < 5 || r.len() < 3 || l[3] != "/" {
+        if l.len() < 5 || r.len() < 3 || (only_root && l[3] != "/") {
             continue;
         }
         let mount_point = PathBuf::from(l[4].replace("\\040", " "));
@@ -281,6 +296,39 @@ mod tests {
         let m = manager_from_mounts(&parse_mountinfo(UNIFIED), |_| true).unwrap();
         assert_eq!(m.version(), "v2");
         assert!(manager_from_mounts(&parse_mountinfo(UNIFIED), |_| false).is_err());
+    }
+
+    /// A privileged Docker container on cgroup v1 (host cgroup namespace): every hierarchy is
+    /// mounted from the container's cgroup.
+    const DOCKER_V1: &str = "\
+102 101 0:48 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime - tmpfs tmpfs rw,mode=755
+103 102 0:29 /docker/c74f /sys/fs/cgroup/cpu rw,nosuid,nodev,noexec,relatime - cgroup cgroup rw,cpu
+106 102 0:32 /docker/c74f /sys/fs/cgroup/memory rw,nosuid,nodev,noexec,relatime - cgroup cgroup rw,memory
+110 102 0:36 /docker/c74f /sys/fs/cgroup/pids rw,nosuid,nodev,noexec,relatime - cgroup cgroup rw,pids
+111 102 0:37 /docker/c74f /sys/fs/cgroup/systemd rw,nosuid,nodev,noexec,relatime - cgroup cgroup rw,name=systemd
+";
+
+    #[test]
+    fn uses_container_rooted_mounts_only_without_root_mounts() {
+        let m = parse_mountinfo(DOCKER_V1);
+        let points: Vec<_> = m.iter().map(|m| m.mount_point.clone()).collect();
+        assert_eq!(
+            points,
+            [
+                "/sys/fs/cgroup/cpu",
+                "/sys/fs/cgroup/memory",
+                "/sys/fs/cgroup/pids"
+            ]
+            .map(PathBuf::from)
+        );
+        assert_eq!(manager_from_mounts(&m, |_| false).unwrap().version(), "v1");
+        // a host with root mounts plus a bind mount of a subtree: only the root mounts count
+        let both = format!(
+            "{HYBRID}200 31 0:32 /docker/x /mnt/memory rw,relatime - cgroup cgroup rw,memory\n"
+        );
+        assert!(parse_mountinfo(&both)
+            .iter()
+            .all(|m| m.mount_point != Path::new("/mnt/memory")));
     }
 
     #[test]

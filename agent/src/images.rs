@@ -252,6 +252,23 @@ pub fn pulled_message(image: &str, info: &ImageInfo) -> String {
     }
 }
 
+/// How long a pull took, for `kubelet_image_pull_duration_seconds`: every successful lookup
+/// that asked a registry (a download's own timing, else the wall time of the manifest check);
+/// `None` for cache hits (`IfNotPresent` with the image present, `Never`) and failures.
+pub fn pull_duration<E>(
+    res: &Result<ImageInfo, E>,
+    asked_registry: bool,
+    elapsed: std::time::Duration,
+) -> Option<std::time::Duration> {
+    match res {
+        Ok(ImageInfo {
+            pulled: Some(p), ..
+        }) => Some(p.elapsed),
+        Ok(_) if asked_registry => Some(elapsed),
+        _ => None,
+    }
+}
+
 /// The waiting reason and message for a failed image lookup.
 pub fn failure(image: &str, e: &ImageError) -> (String, String) {
     let reason = e.kubernetes_reason();
@@ -341,7 +358,12 @@ pub async fn ensure_for(
             }
         })
     };
-    match ctx.images.ensure(&req, progress).await {
+    let t0 = std::time::Instant::now();
+    let res = ctx.images.ensure(&req, progress).await;
+    if let Some(d) = pull_duration(&res, announced.load(Ordering::Relaxed), t0.elapsed()) {
+        crate::metrics::image_pulled(d);
+    }
+    match res {
         Ok(info) => {
             // "already present" only when no registry was asked (IfNotPresent, Never)
             if info.pulled.is_some() || !announced.load(Ordering::Relaxed) {
@@ -573,6 +595,30 @@ mod tests {
         }
         assert!(evs[0].2.contains("not found"), "{evs:?}");
         assert!(!backoff_pending(&memo, 1_000));
+    }
+
+    #[test]
+    fn pull_duration_counts_registry_lookups_only() {
+        let secs = std::time::Duration::from_secs;
+        let hit: Result<ImageInfo, ()> = Ok(ImageInfo::default());
+        assert_eq!(pull_duration(&hit, false, secs(1)), None, "cache hit");
+        assert_eq!(
+            pull_duration(&hit, true, secs(1)),
+            Some(secs(1)),
+            "up to date"
+        );
+        let pulled: Result<ImageInfo, ()> = Ok(ImageInfo {
+            pulled: Some(PullStats {
+                downloaded_bytes: 1,
+                elapsed: secs(3),
+            }),
+            ..Default::default()
+        });
+        assert_eq!(pull_duration(&pulled, true, secs(5)), Some(secs(3)));
+        assert_eq!(
+            pull_duration(&Err::<ImageInfo, ()>(()), true, secs(1)),
+            None
+        );
     }
 
     #[test]

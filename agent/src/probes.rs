@@ -270,6 +270,10 @@ fn secs(v: Option<i32>, default: i32) -> Duration {
     Duration::from_secs(u64::try_from(v.unwrap_or(default).max(0)).unwrap_or(0))
 }
 
+/// Called with the message of every failed probe attempt (`Liveness probe failed: …`), for the
+/// `Unhealthy` event.
+pub type FailureReporter = Arc<dyn Fn(String) + Send + Sync>;
+
 /// Shared probe results of a pod's instances; the worker is woken on every change.
 #[derive(Clone, Default)]
 pub struct ProbeResults {
@@ -307,6 +311,7 @@ async fn probe_loop(
     p: &Probe,
     id: &ContainerId,
     res: &ProbeResults,
+    report: &FailureReporter,
 ) -> bool {
     tokio::time::sleep(secs(p.initial_delay_seconds, 0)).await;
     let period = secs(p.period_seconds, 10).max(Duration::from_millis(100));
@@ -339,7 +344,8 @@ async fn probe_loop(
             Outcome::Failure(msg) => {
                 fails += 1;
                 oks = 0;
-                tracing::debug!(container = %id, probe = ?kind as u8, %msg, "probe failed");
+                tracing::debug!(container = %id, probe = ?kind, %msg, "probe failed");
+                report(failure_message(kind, &msg));
             }
         }
         match kind {
@@ -363,15 +369,31 @@ impl std::fmt::Debug for Kind {
     }
 }
 
+/// The kubelet's `Unhealthy` message: `Liveness probe failed: HTTP probe failed with statuscode: 500`.
+fn failure_message(kind: Kind, msg: &str) -> String {
+    let k = match kind {
+        Kind::Startup => "Startup",
+        Kind::Liveness => "Liveness",
+        Kind::Readiness => "Readiness",
+    };
+    format!("{k} probe failed: {msg}")
+}
+
 /// All probes of one running instance. Runs until aborted (the instance exits).
-pub async fn run_probes(c: Container, t: Target, id: ContainerId, res: ProbeResults) {
+pub async fn run_probes(
+    c: Container,
+    t: Target,
+    id: ContainerId,
+    res: ProbeResults,
+    report: FailureReporter,
+) {
     res.update(&id, |s| {
         s.ready = c.readiness_probe.is_none();
         s.started = c.startup_probe.is_none();
         s.kill = None;
     });
     if let Some(p) = &c.startup_probe {
-        if !probe_loop(Kind::Startup, &c, &t, p, &id, &res).await {
+        if !probe_loop(Kind::Startup, &c, &t, p, &id, &res, &report).await {
             res.update(&id, |s| s.kill = Some(KillCause::Startup));
             return;
         }
@@ -379,7 +401,7 @@ pub async fn run_probes(c: Container, t: Target, id: ContainerId, res: ProbeResu
     }
     let live = async {
         if let Some(p) = &c.liveness_probe {
-            if !probe_loop(Kind::Liveness, &c, &t, p, &id, &res).await {
+            if !probe_loop(Kind::Liveness, &c, &t, p, &id, &res, &report).await {
                 res.update(&id, |s| s.kill = Some(KillCause::Liveness));
             }
         } else {
@@ -388,7 +410,7 @@ pub async fn run_probes(c: Container, t: Target, id: ContainerId, res: ProbeResu
     };
     let ready = async {
         if let Some(p) = &c.readiness_probe {
-            probe_loop(Kind::Readiness, &c, &t, p, &id, &res).await;
+            probe_loop(Kind::Readiness, &c, &t, p, &id, &res, &report).await;
         } else {
             std::future::pending::<bool>().await;
         }
@@ -421,6 +443,16 @@ mod tests {
             Ok(8080)
         );
         assert!(resolve_port(&c, &IntOrString::String("nope".into())).is_err());
+    }
+
+    #[test]
+    fn unhealthy_messages_name_the_probe() {
+        assert_eq!(
+            failure_message(Kind::Liveness, "HTTP probe failed with statuscode: 500"),
+            "Liveness probe failed: HTTP probe failed with statuscode: 500"
+        );
+        assert!(failure_message(Kind::Readiness, "x").starts_with("Readiness probe failed"));
+        assert!(failure_message(Kind::Startup, "x").starts_with("Startup probe failed"));
     }
 
     #[test]

@@ -306,7 +306,10 @@ impl Worker {
             }
             self.ctx.pumps.finish(&i.id);
             self.killing.remove(&i.id);
-            if should_restart(&policy, i.init, code) {
+            // A container stopped because its pod is being deleted is not restarted: no
+            // restart count, no BackOff event.
+            let deleting = pod.is_some_and(|p| p.metadata.deletion_timestamp.is_some());
+            if !deleting && should_restart(&policy, i.init, code) {
                 crate::metrics::container_restarted();
                 let ran = Duration::from_millis(now.saturating_sub(i.created_ms));
                 let m = self.memo.container(i.init, &i.name);
@@ -839,6 +842,19 @@ impl Worker {
             }
         }
         tracing::debug!(pod = %self.pod_name(), container = name, elapsed_ms = t0.elapsed().as_secs_f64() * 1e3, "container created and started");
+        crate::metrics::container_started();
+        self.ctx.event(
+            pod,
+            "Normal",
+            "Created",
+            format!("Created container {name}"),
+        );
+        self.ctx.event(
+            pod,
+            "Normal",
+            "Started",
+            format!("Started container {name}"),
+        );
         self.memo.container(init, name).error = None;
         let now = now_ms();
         self.instances.push(Instance {
@@ -906,11 +922,16 @@ impl Worker {
                     .get("hollow.kapsel.io/never-ready")
                     .is_some_and(|v| v == "true"),
             };
+            let report: probes::FailureReporter = {
+                let (ctx, pod) = (self.ctx.clone(), pod.clone());
+                Arc::new(move |msg| ctx.event(&pod, "Warning", "Unhealthy", msg))
+            };
             let h = tokio::spawn(probes::run_probes(
                 c.clone(),
                 t,
                 id.clone(),
                 self.probes.clone(),
+                report,
             ));
             self.probe_tasks.insert(id.clone(), h.abort_handle());
         }
@@ -1006,6 +1027,12 @@ impl Worker {
                 .chain(app_containers(pod))
                 .find(|c| c.name == i.name)
                 .cloned();
+            self.ctx.event(
+                pod,
+                "Normal",
+                "Killing",
+                format!("Stopping container {}", i.name),
+            );
             let rt = self.ctx.rt.clone();
             let id = i.id.clone();
             let pid = i.pid;

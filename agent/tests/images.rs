@@ -238,6 +238,7 @@ async fn pods_run_images_by_tag_and_by_digest_in_both_formats_with_the_image_con
     dig.spec.as_mut().unwrap().containers[0].args =
         vec!["/bin/sh".into(), "-c".into(), "echo path=$PATH".into()];
     dig.spec.as_mut().unwrap().restart_policy = Some("Never".into());
+    let pulls_before = pull_count();
     r.api.create(&tag).await.unwrap();
     r.api.create(&dig).await.unwrap();
 
@@ -268,7 +269,23 @@ async fn pods_run_images_by_tag_and_by_digest_in_both_formats_with_the_image_con
     wait_event(&r.client, "tag", "Pulling", "Pulling image").await;
     let pulled = wait_event(&r.client, "tag", "Pulled", "Successfully pulled image").await;
     assert!(pulled.contains("Image size: "), "{pulled}");
+    // both pulls are in kubelet_image_pull_duration_seconds
+    wait_pod(&r.api, "digest", T, |p| phase(p) == "Succeeded").await;
+    assert!(
+        pull_count() >= pulls_before + 2.0,
+        "image pull histogram did not move: {pulls_before} -> {}",
+        pull_count()
+    );
     r.delete_all().await;
+}
+
+/// `kubelet_image_pull_duration_seconds_count` of this process' agent (its /metrics body).
+fn pull_count() -> f64 {
+    let body = kapsel_agent::metrics::endpoint("metrics").expect("metrics endpoint");
+    body.lines()
+        .find_map(|l| l.strip_prefix("kubelet_image_pull_duration_seconds_count "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no pull histogram in\n{body}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

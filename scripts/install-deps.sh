@@ -9,6 +9,8 @@ pkgs=(
   nftables iproute2             # networking tests
   hyperfine jq
   python3-venv                  # /opt/kapsel-venv below
+  docker.io docker-compose binutils  # docker-compose.yml and its test (tests/tests/compose.rs)
+  gcc libc6-dev                 # the escape suite's static syscall program (agent/runtime/tests/escape)
   chromium                      # tests/tests/observability.rs drives it headless (Playwright)
 )
 missing=()
@@ -22,7 +24,19 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
+  # docker.io's postinst would start the system dockerd, which rewrites iptables (FORWARD
+  # policy DROP): the compose test runs a dockerd of its own instead. Keep services from
+  # starting during this install (policy-rc.d) unless the machine already has a policy.
+  policy=
+  if [[ " ${missing[*]} " == *" docker.io "* ]] && [ ! -e /usr/sbin/policy-rc.d ]; then
+    policy=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy"
+  fi
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  if [ -n "$policy" ]; then
+    rm -f "$policy"
+    systemctl disable docker.service docker.socket >/dev/null 2>&1 || true
+  fi
 fi
 # docker-registry's Debian service would listen on :5000; tests start their own on loopback.
 systemctl disable --now docker-registry >/dev/null 2>&1 || true
@@ -60,3 +74,8 @@ if [ ${#pip_pkgs[@]} -gt 0 ]; then
   "$VENV/bin/pip" install -q --disable-pip-version-check "${pip_pkgs[@]}"
 fi
 
+
+# cargo-fuzz for scripts/fuzz.sh (.ci/run runs every fuzz target for a bounded time).
+if ! command -v cargo-fuzz >/dev/null 2>&1; then
+  cargo install --locked cargo-fuzz
+fi

@@ -3,14 +3,15 @@
 //! suite prints a table `attempt → result → blocked by`. Root only (skipped with a message, or
 //! failed under CI=true, when it cannot run).
 //!
-//! Classes that need syscalls busybox has no applet for (`keyctl`, `bpf`, `perf_event_open`,
-//! `ptrace` of the agent) are not attempted here yet; the agent is not even visible from the
-//! container (its pid namespace), and the default seccomp profile refuses those syscalls.
+//! Syscalls busybox has no applet for (`keyctl`/`add_key`, `bpf`, `perf_event_open`, `ptrace`
+//! of the agent) are attempted by `kt-syscall.c`, compiled static with Debian's gcc into the
+//! test rootfs as `/bin/kt-syscall`. A control run with seccomp `Unconfined` shows that the
+//! seccomp profile is what refuses `keyctl` and `perf_event_open` (they succeed without it).
 
 #[path = "../common/mod.rs"]
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use common::Env;
 use kapsel_runtime::{ContainerSpec, LandlockSpec};
@@ -28,7 +29,36 @@ struct Attempt {
 
 fn none(_: &mut ContainerSpec) {}
 
-fn attempts(host_marker: &str, host_ifaces: &str) -> Vec<Attempt> {
+/// Every `NAME rc=R errno=E` line of kt-syscall: the attempt failed with errno `want`, and
+/// there were `n` lines.
+fn all_failed_with(out: &str, n: usize, want: i32) -> bool {
+    let lines: Vec<&str> = out.lines().filter(|l| l.contains(" rc=")).collect();
+    lines.len() == n
+        && lines
+            .iter()
+            .all(|l| l.contains(" rc=-1 ") && l.contains(&format!(" errno={want} ")))
+}
+
+/// Build `kt-syscall.c` static into `rootfs/bin/kt-syscall`.
+fn build_kt_syscall(rootfs: &Path, scratch: &Path) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/escape/kt-syscall.c");
+    let bin = scratch.join("kt-syscall");
+    let out = std::process::Command::new("gcc")
+        .args(["-static", "-O2", "-Wall", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .output()
+        .expect("gcc (apt-get install gcc libc6-dev; scripts/install-deps.sh)");
+    assert!(
+        out.status.success(),
+        "gcc -static {}: {}",
+        src.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::copy(&bin, rootfs.join("bin/kt-syscall")).unwrap();
+}
+
+fn attempts(host_marker: &str, host_ifaces: &str, host_pids: &str) -> Vec<Attempt> {
     let a = |name, script: &str, by, blocked| Attempt {
         name,
         script: script.to_string(),
@@ -170,6 +200,35 @@ fn attempts(host_marker: &str, host_ifaces: &str) -> Vec<Attempt> {
             by: "Landlock",
         },
         a(
+            "keyctl: session keyring, add_key",
+            "/bin/kt-syscall keyctl",
+            "seccomp (keyctl, add_key: EPERM)",
+            |_, _, out| all_failed_with(out, 2, libc::EPERM),
+        ),
+        a(
+            "bpf: load a program, create a map",
+            "/bin/kt-syscall bpf",
+            "seccomp (bpf: EPERM); also no CAP_BPF/CAP_SYS_ADMIN",
+            |_, _, out| all_failed_with(out, 2, libc::EPERM),
+        ),
+        a(
+            "perf_event_open: CPU 0 and itself",
+            "/bin/kt-syscall perf",
+            "seccomp (perf_event_open: EPERM)",
+            |_, _, out| all_failed_with(out, 2, libc::EPERM),
+        ),
+        Attempt {
+            name: "ptrace the agent (host pids)",
+            script: format!("/bin/kt-syscall ptrace {host_pids}"),
+            tweak: none,
+            // Two attempts (attach, seize) per pid; the pids do not exist in the container.
+            blocked: |_, _, out| {
+                let n = out.lines().filter(|l| l.contains(" rc=")).count();
+                n >= 4 && all_failed_with(out, n, libc::ESRCH)
+            },
+            by: "pid namespace (the host pids do not exist inside: ESRCH)",
+        },
+        a(
             "host interfaces by name",
             &format!("for i in {host_ifaces}; do cat /sys/class/net/$i/address 2>/dev/null && echo HOST-IF; done; echo done"),
             "network namespace",
@@ -189,7 +248,20 @@ fn every_escape_attempt_is_blocked() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| n != "lo")
         .collect();
-    let list = attempts(&marker.display().to_string(), &host_ifaces.join(" "));
+    build_kt_syscall(&env.rootfs, env.tmp.path());
+    // The agent here is this test process (the runtime runs in it); pid 1 is the host's init.
+    // Pids the container's own pid namespace has (1..a few) are left out.
+    let host_pids: Vec<String> = [std::process::id(), std::os::unix::process::parent_id()]
+        .iter()
+        .filter(|p| **p > 50)
+        .map(u32::to_string)
+        .collect();
+    assert!(!host_pids.is_empty(), "host pids to attempt");
+    let list = attempts(
+        &marker.display().to_string(),
+        &host_ifaces.join(" "),
+        &host_pids.join(" "),
+    );
     let mut rows = Vec::new();
     for (i, at) in list.iter().enumerate() {
         let id = format!("esc{i}");
@@ -215,4 +287,20 @@ fn every_escape_attempt_is_blocked() {
         "attempts not blocked:\n{}",
         escaped.join("\n---\n")
     );
+
+    // Control: without the seccomp profile the same container may use keyctl and
+    // perf_event_open on itself, so the table's "seccomp" is what blocked them.
+    let mut spec = env.sh(
+        "esc-control",
+        "exec 2>&1; /bin/kt-syscall keyctl; /bin/kt-syscall perf",
+    );
+    spec.seccomp = kapsel_runtime::SeccompProfile::Unconfined;
+    let (_, out) = env.run(&spec);
+    for attempt in ["keyctl-join", "add_key", "perf-self"] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(&format!("{attempt} ")) && l.contains(" errno=0 ")),
+            "{attempt} without seccomp should succeed (else seccomp is not what blocks it):\n{out}"
+        );
+    }
 }

@@ -253,6 +253,12 @@ impl Worker {
     }
 
     /// Ask the runtime about every live instance; account for new exits.
+    ///
+    /// Every exit goes through here before any status mentions it: its log pump's final
+    /// flush runs first, so a reader who sees `terminated` finds all of the output. (An
+    /// instance can already be `Exited` without a runtime query — a short-lived container
+    /// seen exited right after `start` — so the exit accounting runs even when nothing is
+    /// left to query.)
     async fn refresh(&mut self, pod: Option<&Pod>) -> Result<()> {
         let ids: Vec<ContainerId> = self
             .instances
@@ -260,16 +266,17 @@ impl Worker {
             .filter(|i| !matches!(i.state, InstanceState::Exited { .. }))
             .map(|i| i.id.clone())
             .collect();
-        if ids.is_empty() {
-            return Ok(());
-        }
         let rt = self.ctx.rt.clone();
-        let states = blocking(move || {
-            ids.into_iter()
-                .map(|id| (id.clone(), rt.state(&id)))
-                .collect::<Vec<_>>()
-        })
-        .await?;
+        let states = if ids.is_empty() {
+            Vec::new()
+        } else {
+            blocking(move || {
+                ids.into_iter()
+                    .map(|id| (id.clone(), rt.state(&id)))
+                    .collect::<Vec<_>>()
+            })
+            .await?
+        };
         let now = now_ms();
         for (id, st) in states {
             let Some(i) = self.instances.iter_mut().find(|i| i.id == id) else {
@@ -1248,7 +1255,10 @@ pub struct PodManager {
     tomb_order: VecDeque<String>,
     /// Runtime containers found at startup, by pod uid, until the first full list.
     adopted: Option<HashMap<String, Vec<Instance>>>,
-    /// Pod dirs found at startup (sandboxes the agent created).
+    /// Pods (uids) whose sandbox the runtime still has at startup.
+    adopted_sandboxes: HashSet<String>,
+    /// Pods (uids) found at startup with a pod dir or a sandbox: cleaned up after the first
+    /// full list unless still desired.
     adopted_dirs: HashSet<String>,
     seen: HashSet<String>,
 }
@@ -1257,20 +1267,26 @@ impl PodManager {
     /// Read what the runtime runs (to adopt after the first list).
     pub async fn new(ctx: Arc<Ctx>) -> Result<Self> {
         let rt = ctx.rt.clone();
-        let list = blocking(move || rt.list()).await??;
+        let (list, sandboxes) =
+            blocking(move || -> Result<_> { Ok((rt.list()?, rt.list_sandboxes()?)) }).await??;
+        let adopted_sandboxes: HashSet<String> = sandboxes
+            .iter()
+            .filter_map(|s| s.as_str().strip_prefix("p-").map(str::to_string))
+            .collect();
         let mut adopted: HashMap<String, Vec<Instance>> = HashMap::new();
         for c in &list {
             if let Some((uid, i)) = Instance::from_runtime(c) {
                 adopted.entry(uid).or_default().push(i);
             }
         }
-        let adopted_dirs = std::fs::read_dir(ctx.pods_root())
+        let mut adopted_dirs: HashSet<String> = std::fs::read_dir(ctx.pods_root())
             .map(|rd| {
                 rd.filter_map(|e| e.ok())
                     .map(|e| e.file_name().to_string_lossy().into_owned())
                     .collect()
             })
             .unwrap_or_default();
+        adopted_dirs.extend(adopted_sandboxes.iter().cloned());
         if !adopted.is_empty() {
             tracing::info!(
                 pods = adopted.len(),
@@ -1287,6 +1303,7 @@ impl PodManager {
             tombstones: HashSet::new(),
             tomb_order: VecDeque::new(),
             adopted: Some(adopted),
+            adopted_sandboxes,
             adopted_dirs,
             seen: HashSet::new(),
         })
@@ -1296,10 +1313,9 @@ impl PodManager {
         let (instances, sandbox) = match &mut self.adopted {
             Some(a) => {
                 let inst = a.remove(&uid).unwrap_or_default();
-                // A pod dir from before the restart means the sandbox is still there — except
-                // with the hollow runtime, which forgets everything when the process ends.
-                let had_dir = self.adopted_dirs.remove(&uid);
-                let sb = (had_dir && !self.ctx.cfg.hollow) || !inst.is_empty();
+                // The runtime says whether the pod's sandbox survived the restart.
+                self.adopted_dirs.remove(&uid);
+                let sb = self.adopted_sandboxes.remove(&uid);
                 (inst, sb)
             }
             None => (Vec::new(), false),
@@ -1320,6 +1336,30 @@ impl PodManager {
                 };
                 if let Some(c) = list.iter().find(|c| c.name == i.name).cloned() {
                     w.track(p, &c, &i.id, i.attempt, Vec::new());
+                }
+            }
+            // Adopted instances that exited while the agent was away: their output is
+            // complete, so move what the pump had not yet moved before any status says so.
+            for i in w
+                .instances
+                .iter()
+                .filter(|i| matches!(i.state, InstanceState::Exited { .. }))
+            {
+                let dir = logs::container_log_dir(
+                    &self.ctx.log_root(),
+                    p.metadata.namespace(),
+                    p.metadata.name(),
+                    &uid,
+                    &i.name,
+                );
+                let mut pump = LogPump::new(
+                    dir,
+                    i.attempt,
+                    self.ctx.cfg.log_max_bytes,
+                    self.ctx.cfg.log_max_files,
+                );
+                if let Err(e) = pump.pump(true) {
+                    tracing::warn!(error = %e, container = %i.id, "log pump");
                 }
             }
         }
@@ -1376,6 +1416,7 @@ impl PodManager {
                 self.adopted_dirs.remove(&uid);
                 self.spawn_with(uid, Desired::Gone, inst, true);
             }
+            self.adopted_sandboxes.clear();
             for uid in std::mem::take(&mut self.adopted_dirs) {
                 if !self.workers.contains_key(&uid) {
                     self.spawn_with(uid, Desired::Gone, Vec::new(), true);

@@ -552,6 +552,75 @@ async fn real_logs_follow_tail_previous_timestamps() {
     r.delete_all().await;
 }
 
+/// The moment a watch shows a container terminated, its whole output is in its log: the
+/// agent's final log flush is ordered before the status that reports the exit. Many rounds of
+/// short-lived containers (most exit before the agent first looks at them, which is where the
+/// flush used to be skipped and the lines arrived up to one pump period later), some with
+/// thousands of lines and a last line without a newline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_logs_are_complete_when_terminated_is_reported() {
+    let Some(r) = Rig::new(|_| {}).await else {
+        return;
+    };
+    for round in 0..16usize {
+        let lines = [1usize, 2, 1, 3000][round % 4];
+        let name = format!("burst-{round}");
+        let script = if lines <= 2 {
+            // The last line has no newline: only the final flush moves it.
+            (1..=lines)
+                .map(|i| {
+                    if i == lines {
+                        format!("printf line-{i}")
+                    } else {
+                        format!("echo line-{i}")
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        } else {
+            format!("i=1; while [ $i -le {lines} ]; do echo line-$i; i=$((i+1)); done")
+        };
+        let mut p = pod(&name, "real", vec![sh("c", &script)]);
+        p.spec.as_mut().unwrap().restart_policy = Some("Never".into());
+        r.api.create(&p).await.unwrap();
+        wait_pod(&r.api, &name, T, |p| {
+            cstatus(p, "c")
+                .and_then(|c| c.state.as_ref())
+                .is_some_and(|s| s.terminated.is_some())
+        })
+        .await;
+        let out = logs(
+            &r.api,
+            &name,
+            LogParams {
+                container: Some("c".into()),
+                ..Default::default()
+            },
+        )
+        .await;
+        let got: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            got.len(),
+            lines,
+            "round {round}: {} of {lines} lines logged when terminated was reported; last: {:?}",
+            got.len(),
+            got.last()
+        );
+        assert_eq!(got.last().copied(), Some(format!("line-{lines}").as_str()));
+        r.api
+            .delete(
+                &name,
+                &DeleteOptions {
+                    grace_period_seconds: Some(0),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+    }
+    r.delete_all().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_configmap_secret_volumes_and_env_from_all_sources() {
     let Some(r) = Rig::new(|_| {}).await else {

@@ -253,6 +253,13 @@ impl Runtime for HollowRuntime {
         self.state(id)?;
         Ok(ContainerStats::default())
     }
+
+    /// Only this process' sandboxes: a new `HollowRuntime` (a restarted agent) has none.
+    fn list_sandboxes(&self) -> Result<Vec<SandboxId>> {
+        let mut v: Vec<SandboxId> = self.lock().sandboxes.keys().cloned().collect();
+        v.sort();
+        Ok(v)
+    }
 }
 
 #[cfg(test)]
@@ -309,6 +316,27 @@ mod tests {
         let mut s = spec("c4");
         s.command.clear();
         assert!(rt.create(&s).unwrap_err().is_spec_error());
+    }
+
+    #[test]
+    fn hollow_lists_only_its_own_sandboxes() {
+        let rt = HollowRuntime::new();
+        let sb = |n: &str| SandboxSpec {
+            id: SandboxId::new(n).unwrap(),
+            hostname: n.into(),
+            resources: Default::default(),
+            share_pid: false,
+            host_network: false,
+        };
+        rt.create_sandbox(&sb("p-b")).unwrap();
+        rt.create_sandbox(&sb("p-a")).unwrap();
+        let ids = |v: Vec<SandboxId>| v.iter().map(|s| s.as_str().to_string()).collect::<Vec<_>>();
+        assert_eq!(ids(rt.list_sandboxes().unwrap()), ["p-a", "p-b"]);
+        assert!(rt.sandbox_exists(&SandboxId::new("p-a").unwrap()).unwrap());
+        rt.remove_sandbox(&SandboxId::new("p-a").unwrap()).unwrap();
+        assert_eq!(ids(rt.list_sandboxes().unwrap()), ["p-b"]);
+        // A restarted agent's runtime: nothing survived the process.
+        assert!(HollowRuntime::new().list_sandboxes().unwrap().is_empty());
     }
 
     #[test]

@@ -55,6 +55,13 @@ pub trait Runtime: Send + Sync {
     /// Kill whatever is left and remove cgroups, state and the container's files.
     fn delete(&self, id: &ContainerId) -> Result<()>;
     fn list(&self) -> Result<Vec<ContainerState>>;
+    /// The sandboxes that exist, sorted — what an agent restarting asks to learn which pods
+    /// kept their shared namespaces (it never guesses from its own files).
+    fn list_sandboxes(&self) -> Result<Vec<SandboxId>>;
+    /// Whether the sandbox exists.
+    fn sandbox_exists(&self, id: &SandboxId) -> Result<bool> {
+        Ok(self.list_sandboxes()?.contains(id))
+    }
     fn state(&self, id: &ContainerId) -> Result<ContainerState>;
     fn stats(&self, id: &ContainerId) -> Result<ContainerStats>;
     /// The sandbox's network namespace as a file (a bind mount a netns fd can be opened

@@ -1279,6 +1279,33 @@ impl Runtime for LinuxRuntime {
         Some(self.sandbox_dir(id).join("net"))
     }
 
+    /// Sandboxes whose creation completed (`sandbox.json` is written last; a failed create
+    /// removes its dir).
+    fn list_sandboxes(&self) -> Result<Vec<SandboxId>> {
+        let (_, sdir) = state::dirs(&self.config.state_dir);
+        let rd = match std::fs::read_dir(&sdir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).ctx(|| format!("list {}", sdir.display())),
+        };
+        let mut out = Vec::new();
+        for e in rd {
+            let e = e.ctx(|| "read dir entry".into())?;
+            let Some(id) = e.file_name().to_str().and_then(|n| SandboxId::new(n).ok()) else {
+                continue;
+            };
+            if e.path().join("sandbox.json").is_file() {
+                out.push(id);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn sandbox_exists(&self, id: &SandboxId) -> Result<bool> {
+        Ok(self.sandbox_dir(id).join("sandbox.json").is_file())
+    }
+
     fn stats(&self, id: &ContainerId) -> Result<ContainerStats> {
         let st = self.load(id)?;
         Ok(self.cgroups.stats(&st.cgroup)?)

@@ -493,6 +493,10 @@ fn sandbox_shares_net_ipc_uts_between_containers() {
             host_network: false,
         })
         .unwrap();
+    // The sandbox is listed, also by a fresh runtime on the same state (a restarted agent).
+    assert_eq!(env.rt.list_sandboxes().unwrap(), vec![sid.clone()]);
+    let rt2 = kapsel_runtime::LinuxRuntime::new(env.config.clone()).unwrap();
+    assert!(rt2.sandbox_exists(&sid).unwrap());
     let script = "hostname; readlink /proc/self/ns/net; readlink /proc/self/ns/ipc; readlink /proc/self/ns/mnt; ip link show lo | head -1";
     // a runs while b runs, so namespace ids cannot be recycled in between
     let mut a = env.sh("pa", &format!("{script}; sleep 2"));
@@ -524,6 +528,8 @@ fn sandbox_shares_net_ipc_uts_between_containers() {
     env.rt.start(&id).unwrap();
     env.rt.remove_sandbox(&sid).unwrap();
     assert!(env.rt.list().unwrap().is_empty());
+    assert!(rt2.list_sandboxes().unwrap().is_empty());
+    assert!(!env.rt.sandbox_exists(&sid).unwrap());
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mountinfo.contains(&env.config.state_dir.display().to_string()));
     assert!(env.cgroup_dirs_named("pod-kt-pod").is_empty());

@@ -69,6 +69,13 @@ pub enum ApiError {
     /// 409 Conflict with a full message.
     #[error("{message}")]
     Conflict { obj: ObjRef, message: String },
+    /// 409 Conflict of a server-side apply with other field managers (causes
+    /// `FieldManagerConflict`, one per field).
+    #[error("{message}")]
+    ApplyConflict {
+        message: String,
+        causes: Vec<StatusCause>,
+    },
     /// 422 Invalid.
     #[error("{kind} \"{name}\" is invalid: {}", invalid_summary(.errors))]
     Invalid {
@@ -149,7 +156,9 @@ impl ApiError {
             ApiError::BadRequest { .. } => 400,
             ApiError::NotFound(_) | ApiError::NoSuchResource => 404,
             ApiError::MethodNotAllowed => 405,
-            ApiError::AlreadyExists(_) | ApiError::Conflict { .. } => 409,
+            ApiError::AlreadyExists(_)
+            | ApiError::Conflict { .. }
+            | ApiError::ApplyConflict { .. } => 409,
             ApiError::Invalid { .. } | ApiError::UnprocessablePatch(_) => 422,
             ApiError::Forbidden { .. } => 403,
             ApiError::Gone(_) => 410,
@@ -167,7 +176,7 @@ impl ApiError {
             ApiError::NotFound(_) | ApiError::NoSuchResource => "NotFound",
             ApiError::MethodNotAllowed => "MethodNotAllowed",
             ApiError::AlreadyExists(_) => "AlreadyExists",
-            ApiError::Conflict { .. } => "Conflict",
+            ApiError::Conflict { .. } | ApiError::ApplyConflict { .. } => "Conflict",
             ApiError::Invalid { .. } | ApiError::UnprocessablePatch(_) => "Invalid",
             ApiError::Forbidden { .. } => "Forbidden",
             ApiError::Gone(_) => "Expired",
@@ -209,7 +218,9 @@ impl ApiError {
                     .collect(),
                 ..Default::default()
             }),
-            ApiError::BadRequest { causes, .. } if !causes.is_empty() => {
+            ApiError::BadRequest { causes, .. } | ApiError::ApplyConflict { causes, .. }
+                if !causes.is_empty() =>
+            {
                 st.with_details(StatusDetails {
                     causes: causes.clone(),
                     ..Default::default()

@@ -100,6 +100,8 @@ pub struct Params {
     pub force: bool,
     /// `sendInitialEvents=true` (client-go's streaming list, kubectl 1.37's `rollout status`).
     pub send_initial_events: bool,
+    /// The request's User-Agent (its first word is the default field manager).
+    pub user_agent: String,
 }
 
 fn parse_bool(k: &str, v: &str) -> Result<bool, ApiError> {
@@ -167,9 +169,27 @@ impl Params {
     }
 
     fn write_opts(&self) -> WriteOpts {
+        self.write_opts_for("")
+    }
+
+    /// The field manager: `fieldManager`, else the User-Agent up to its first `/` (Kubernetes'
+    /// default: `kubectl/v1.20.2 (linux/amd64) …` → `kubectl`).
+    pub fn manager(&self) -> String {
+        match &self.field_manager {
+            Some(m) => m.clone(),
+            None => self.user_agent.split('/').next().unwrap_or("").to_string(),
+        }
+    }
+
+    /// Write options of a write to `subresource` (`""`, `status`, `scale`).
+    fn write_opts_for(&self, subresource: &'static str) -> WriteOpts {
         WriteOpts {
             dry_run: self.dry_run,
             field_validation: self.field_validation,
+            owner: Some(crate::rest::FieldOwner {
+                manager: self.manager(),
+                subresource,
+            }),
         }
     }
 }
@@ -337,7 +357,12 @@ async fn dispatch(
 ) -> Result<Response, ApiError> {
     let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     let t = resolve(group, version, &segs)?;
-    let q = Params::parse(&uri)?;
+    let mut q = Params::parse(&uri)?;
+    q.user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     let def = t.def;
     // Table / PartialObjectMetadata for reads (table.rs), plain JSON otherwise.
     let fmt = if method == Method::GET {
@@ -438,6 +463,10 @@ async fn dispatch(
     }
 }
 
+fn sub_write_opts(q: &Params, sub: Sub) -> WriteOpts {
+    q.write_opts_for(if sub == Sub::Status { "status" } else { "" })
+}
+
 async fn put(
     api: &Api,
     t: &Target,
@@ -448,7 +477,7 @@ async fn put(
 ) -> Result<Response, ApiError> {
     let precondition = !o::resource_version(&body).is_empty();
     let out = api
-        .update(t.def, t.ns(), name, sub, &q.write_opts(), |_old| {
+        .update(t.def, t.ns(), name, sub, &sub_write_opts(q, sub), |_old| {
             Ok((body.clone(), precondition))
         })
         .await?;
@@ -470,7 +499,7 @@ async fn patch(
     let p = PatchBody::decode(&content_type(headers), body)?;
     let precondition = p.sets_resource_version();
     let out = api
-        .update(t.def, t.ns(), name, sub, &q.write_opts(), |old| {
+        .update(t.def, t.ns(), name, sub, &sub_write_opts(q, sub), |old| {
             let mut doc = old.clone();
             p.apply(&mut doc)?;
             Ok((doc, precondition))
@@ -735,8 +764,9 @@ async fn scale_update(
     input: ScaleInput,
 ) -> Result<Response, ApiError> {
     let fv = q.field_validation;
+    let opts = q.write_opts_for("scale");
     let out = api
-        .update(t.def, t.ns(), name, Sub::Main, &q.write_opts(), |old| {
+        .update(t.def, t.ns(), name, Sub::Main, &opts, |old| {
             let (mut s, precondition) = match &input {
                 ScaleInput::Replace(v) => (v.clone(), !o::resource_version(v).is_empty()),
                 ScaleInput::Patch(p) => {

@@ -18,6 +18,7 @@ pub mod errors;
 pub mod eventttl;
 pub mod filter;
 pub mod handlers;
+pub mod managed;
 pub mod metrics;
 pub mod objects;
 pub mod patch;

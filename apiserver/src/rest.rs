@@ -21,6 +21,7 @@ use kapsel_api::{
 use crate::admission::{self, limitrange, podsecurity, quota};
 use crate::checks;
 use crate::errors::{ApiError, ObjRef};
+use crate::managed;
 use crate::objects::{self as o};
 use crate::registry::{self, ResourceDef};
 use crate::store::{SledStore, Store, StoreError, Txn};
@@ -48,6 +49,38 @@ pub enum FieldValidation {
 pub struct WriteOpts {
     pub dry_run: bool,
     pub field_validation: FieldValidation,
+    /// Who writes, for `metadata.managedFields` (an Update entry, managed.rs). `None`: the
+    /// write keeps the managedFields its candidate carries (server-side apply computes its
+    /// own; server-internal writes record nothing).
+    pub owner: Option<FieldOwner>,
+}
+
+/// The field manager of a write: `fieldManager`, else the User-Agent's first word.
+#[derive(Clone, Debug, Default)]
+pub struct FieldOwner {
+    pub manager: String,
+    /// `""`, `status` or `scale`.
+    pub subresource: &'static str,
+}
+
+/// Record an Update by `owner` from `old` (`{}` on create) to `new` in `new`'s managedFields.
+fn record_update(def: &ResourceDef, owner: &FieldOwner, old: &Value, new: &mut Value) {
+    let entries = managed::starting_entries(new, old);
+    let w = managed::Writer {
+        manager: owner.manager.clone(),
+        operation: managed::UPDATE,
+        api_version: def.api_version.to_string(),
+        subresource: owner.subresource.to_string(),
+    };
+    let sub = owner.subresource;
+    let entries = managed::update(
+        &managed::project(old, sub, def.has_status),
+        &managed::project(new, sub, def.has_status),
+        entries,
+        &w,
+        &o::now_string(),
+    );
+    managed::set_entries(new, &entries);
 }
 
 /// The result of a write: the object as stored, and warnings for the `Warning` header.
@@ -689,6 +722,9 @@ impl Api {
         o::set_meta(&mut obj, "uid", uuid::Uuid::new_v4().to_string().into());
         o::set_meta(&mut obj, "creationTimestamp", o::now_string().into());
         o::set_meta(&mut obj, "generation", 1.into());
+        if let Some(owner) = &opts.owner {
+            record_update(def, owner, &serde_json::json!({}), &mut obj);
+        }
         let key = def.key(ns, &name);
         let ranges = &self.service_ranges;
         let (object, committed) = self.store.write(|txn| {
@@ -712,8 +748,9 @@ impl Api {
         name: &str,
         old: &Value,
         mut cand: Value,
-        fv: FieldValidation,
+        opts: &WriteOpts,
     ) -> Result<(Value, Vec<String>), ApiError> {
+        let fv = opts.field_validation;
         check_type_meta(def, &mut cand)?;
         let cand_name = o::name(&cand);
         if cand_name.is_empty() {
@@ -748,6 +785,13 @@ impl Api {
             Sub::Status => {
                 let mut n = old.clone();
                 o::set_top(&mut n, "status", cand.get("status").cloned());
+                if opts.owner.is_none() {
+                    // Server-side apply to /status computed the ownership itself.
+                    match o::meta_value(&cand, "managedFields") {
+                        Some(m) => o::set_meta(&mut n, "managedFields", m.clone()),
+                        None => o::remove_meta(&mut n, "managedFields"),
+                    }
+                }
                 n
             }
             Sub::Internal => cand,
@@ -794,6 +838,15 @@ impl Api {
         if def.plural == "pods" && sub == Sub::Main {
             warnings.extend(self.admit_pod_security(ns, &new, Some(old))?);
         }
+        match (&opts.owner, sub) {
+            (Some(owner), Sub::Main | Sub::Status) => record_update(def, owner, old, &mut new),
+            // Server-internal writes (binding) keep the ownership as it was.
+            (_, Sub::Internal) => match o::meta_value(old, "managedFields") {
+                Some(m) => o::set_meta(&mut new, "managedFields", m.clone()),
+                None => o::remove_meta(&mut new, "managedFields"),
+            },
+            (None, _) => {}
+        }
         Ok((new, warnings))
     }
 
@@ -815,8 +868,7 @@ impl Api {
         for _ in 0..MAX_ATTEMPTS {
             let (old, old_bytes) = self.get_object(def, ns, name)?;
             let (cand, precondition) = mutate(&old)?;
-            let (new, warnings) =
-                self.prepare_update(def, sub, ns, name, &old, cand, opts.field_validation)?;
+            let (new, warnings) = self.prepare_update(def, sub, ns, name, &old, cand, opts)?;
             if new == old {
                 // Nothing changed: no write, no new resourceVersion (as Kubernetes).
                 return Ok(Outcome {

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Result, RuntimeError};
 use crate::spec::{
-    ContainerId, ContainerSpec, ContainerState, ContainerStats, ContainerStatus, ExitStatus,
-    SandboxId, SandboxSpec,
+    ContainerId, ContainerSpec, ContainerState, ContainerStats, ContainerStatus, ExecProcess,
+    ExecSpec, ExitStatus, SandboxId, SandboxSpec,
 };
 use crate::Runtime;
 
@@ -259,6 +259,29 @@ impl Runtime for HollowRuntime {
         let mut v: Vec<SandboxId> = self.lock().sandboxes.keys().cloned().collect();
         v.sort();
         Ok(v)
+    }
+
+    /// Runs nothing: a running container "execs" by writing the argv (space-joined, one line)
+    /// to stdout and exiting 0.
+    fn exec(&self, id: &ContainerId, spec: ExecSpec) -> Result<ExecProcess> {
+        let st = self.state(id)?;
+        if st.status != ContainerStatus::Running {
+            return Err(RuntimeError::InvalidState {
+                id: id.to_string(),
+                state: format!("{:?}", st.status),
+                needed: "running",
+            });
+        }
+        if spec.command.is_empty() {
+            return Err(RuntimeError::InvalidSpec("exec needs a command".into()));
+        }
+        let mut out = std::fs::File::from(spec.stdout);
+        std::io::Write::write_all(&mut out, format!("{}\n", spec.command.join(" ")).as_bytes())
+            .map_err(|source| RuntimeError::Io {
+                context: "hollow exec output".into(),
+                source,
+            })?;
+        Ok(ExecProcess::exited(0))
     }
 }
 

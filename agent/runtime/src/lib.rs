@@ -30,8 +30,8 @@ pub use landlock::LandlockSpec;
 pub use linux::{LinuxRuntime, RuntimeConfig};
 pub use spec::{
     CapabilitiesSpec, ContainerId, ContainerSpec, ContainerState, ContainerStats, ContainerStatus,
-    ExitStatus, Resources, Rlimit, RlimitResource, SandboxId, SandboxSpec, SeccompProfile,
-    VolumeMount,
+    ExecKill, ExecProcess, ExecSpec, ExitStatus, Resources, Rlimit, RlimitResource, SandboxId,
+    SandboxSpec, SeccompProfile, VolumeMount,
 };
 
 /// The runtime as the agent sees it.
@@ -64,6 +64,11 @@ pub trait Runtime: Send + Sync {
     }
     fn state(&self, id: &ContainerId) -> Result<ContainerState>;
     fn stats(&self, id: &ContainerId) -> Result<ContainerStats>;
+    /// Start a process inside the running container (`kapsel exec`): its namespaces, cgroup,
+    /// user, env, cwd, capabilities, no_new_privs, seccomp and Landlock domain — never more
+    /// than the container has. Fails (`ExecFailed`, e.g. `EACCES` from an allow-list) when
+    /// the command cannot be exec'd; otherwise wait on the returned process.
+    fn exec(&self, id: &ContainerId, spec: ExecSpec) -> Result<ExecProcess>;
     /// The sandbox's network namespace as a file (a bind mount a netns fd can be opened
     /// from), for the pod network; `None` when the runtime has none (hollow).
     fn sandbox_netns(&self, _id: &SandboxId) -> Option<std::path::PathBuf> {

@@ -18,13 +18,14 @@ use crate::capabilities;
 use crate::cgroups::{self, CgroupManager};
 use crate::error::{IoContext, Result, RuntimeError};
 use crate::process::channel::{self, MainChannel, SyncMsg};
+use crate::process::exec::{spawn_exec, ExecContext, ExecPlan, EXEC_NAMESPACES};
 use crate::process::init::InitPlan;
 use crate::process::{spawn_supervisor, ExitRecord, SpawnRequest};
 use crate::rootfs::{self, BindMount};
 use crate::seccomp::{self, CompiledProfile};
 use crate::spec::{
-    ContainerId, ContainerSpec, ContainerState, ContainerStats, ContainerStatus, ExitStatus,
-    Resources, SandboxId, SandboxSpec, SeccompProfile,
+    ContainerId, ContainerSpec, ContainerState, ContainerStats, ContainerStatus, ExecProcess,
+    ExecSpec, ExitStatus, Resources, SandboxId, SandboxSpec, SeccompProfile,
 };
 use crate::state::{self, pid_start_time, PersistedContainer, PersistedSandbox};
 use crate::syscall::linux::openat2_in_root;
@@ -1052,6 +1053,26 @@ impl Runtime for LinuxRuntime {
             _ => None,
         };
         let plan = self.build_plan(spec, &dir, &fds, uid, gid, groups)?;
+        state::write_json(
+            &dir.join("exec.json"),
+            &ExecContext {
+                caps: plan.caps,
+                uid: plan.uid,
+                gid: plan.gid,
+                groups: plan.groups.clone(),
+                no_new_privs: plan.no_new_privs,
+                seccomp: !plan.seccomp.is_empty(),
+                landlock: plan.landlock.clone(),
+                env: plan
+                    .env
+                    .iter()
+                    .map(|e| e.to_string_lossy().into_owned())
+                    .collect(),
+                cwd: plan.cwd.clone(),
+                rlimits: plan.rlimits.clone(),
+                host_users: spec.host_users,
+            },
+        )?;
         let supervisor = spawn_supervisor(&SpawnRequest {
             plan: &plan,
             join_pidns: pidns.as_ref().map(|f| f.as_raw_fd()),
@@ -1304,6 +1325,117 @@ impl Runtime for LinuxRuntime {
 
     fn sandbox_exists(&self, id: &SandboxId) -> Result<bool> {
         Ok(self.sandbox_dir(id).join("sandbox.json").is_file())
+    }
+
+    fn exec(&self, id: &ContainerId, spec: ExecSpec) -> Result<ExecProcess> {
+        let st = self.load(id)?;
+        if spec.command.is_empty() || spec.command[0].is_empty() {
+            return Err(invalid("exec needs a command"));
+        }
+        let not_running = |state: &str| RuntimeError::InvalidState {
+            id: id.to_string(),
+            state: state.into(),
+            needed: "running",
+        };
+        if !st.started {
+            return Err(not_running("created"));
+        }
+        let dir = self.container_dir(id);
+        let ctx: ExecContext = state::read_json(&dir.join("exec.json"))?
+            .ok_or_else(|| not_running("created by a runtime without exec support"))?;
+        // Pin init: the namespace files are opened while it is known to be the container's.
+        let _pin = pidfd_open(st.pid, st.pid_start).ok_or_else(|| not_running("exited"))?;
+        let proc_ns =
+            |name: &str| open_cloexec(Path::new(&format!("/proc/{}/ns/{name}", st.pid)), false);
+        let mut ns = Vec::new();
+        for (name, flag) in EXEC_NAMESPACES {
+            ns.push((proc_ns(name)?, flag));
+        }
+        let userns = if ctx.host_users {
+            None
+        } else {
+            Some(proc_ns("user")?)
+        };
+        if pid_start_time(st.pid) != Some(st.pid_start) {
+            return Err(not_running("exited"));
+        }
+        let procs = self
+            .cgroups
+            .procs_files(&st.cgroup)
+            .iter()
+            .map(|p| open_cloexec(p, true))
+            .collect::<Result<Vec<_>>>()?;
+        let devnull = open_cloexec(Path::new("/dev/null"), true)?;
+        let (sync_main, sync_child) = channel::pair()?;
+        let path_var = ctx
+            .env
+            .iter()
+            .find_map(|e| e.strip_prefix("PATH="))
+            .unwrap_or(DEFAULT_PATH);
+        let cmd = &spec.command[0];
+        let exec_candidates = if cmd.contains('/') {
+            check_container_path("exec command", Path::new(cmd))?;
+            vec![PathBuf::from(cmd)]
+        } else {
+            path_var
+                .split(':')
+                .filter(|d| d.starts_with('/'))
+                .map(|d| Path::new(d).join(cmd))
+                .collect()
+        };
+        let cstrings = |v: &[String]| -> Result<Vec<CString>> {
+            v.iter()
+                .map(|s| CString::new(s.as_bytes()).map_err(|_| invalid("NUL byte")))
+                .collect()
+        };
+        let stdin = spec.stdin.as_ref().map(|f| f.as_raw_fd());
+        let plan = ExecPlan {
+            sync_fd: sync_child.as_raw_fd(),
+            cgroup_procs_fds: procs.iter().map(|f| f.as_raw_fd()).collect(),
+            join_ns: ns.iter().map(|(f, t)| (f.as_raw_fd(), *t)).collect(),
+            userns_fd: userns.as_ref().map(|f| f.as_raw_fd()),
+            rlimits: ctx.rlimits.clone(),
+            no_new_privs: ctx.no_new_privs,
+            caps: ctx.caps,
+            uid: ctx.uid,
+            gid: ctx.gid,
+            groups: ctx.groups.clone(),
+            cwd: ctx.cwd.clone(),
+            argv: cstrings(&spec.command)?,
+            env: cstrings(&ctx.env)?,
+            exec_candidates,
+            stdio: [
+                stdin.unwrap_or(devnull.as_raw_fd()),
+                spec.stdout.as_raw_fd(),
+                spec.stderr.as_raw_fd(),
+            ],
+            seccomp: if ctx.seccomp {
+                self.seccomp.filters.clone()
+            } else {
+                Vec::new()
+            },
+            landlock: ctx.landlock.clone(),
+        };
+        let pid = spawn_exec(&plan, devnull.as_raw_fd())?;
+        let pidfd = pidfd_open(pid, pid_start_time(pid).unwrap_or_default());
+        // The children hold their copies now; main keeps only its end of the sync socket.
+        drop((sync_child, procs, ns, userns, devnull, spec));
+        let chan = MainChannel { fd: sync_main };
+        match chan.recv_timeout(self.config.init_timeout) {
+            // EOF: the command was exec'd
+            Ok(None) => Ok(ExecProcess::running(pid, pidfd)),
+            other => {
+                let mut p = ExecProcess::running(pid, pidfd);
+                if other.is_err() {
+                    p.killer().kill();
+                }
+                let _ = p.wait();
+                Err(match other {
+                    Ok(msg) => channel::unexpected("exec", msg),
+                    Err(e) => e,
+                })
+            }
+        }
     }
 
     fn stats(&self, id: &ContainerId) -> Result<ContainerStats> {

@@ -310,3 +310,107 @@ pub struct ContainerStats {
     pub memory_working_set_bytes: u64,
     pub pids: u64,
 }
+
+/// A process to start inside a running container with [`crate::Runtime::exec`]. It gets the
+/// container's namespaces, cgroup, user, environment, cwd, capabilities, no_new_privs, seccomp
+/// filter and Landlock domain; only argv and stdio come from here.
+#[derive(Debug)]
+pub struct ExecSpec {
+    /// argv; `command[0]` is looked up in the container's `PATH` when it has no `/`.
+    pub command: Vec<String>,
+    /// `/dev/null` when unset.
+    pub stdin: Option<std::os::fd::OwnedFd>,
+    pub stdout: std::os::fd::OwnedFd,
+    pub stderr: std::os::fd::OwnedFd,
+}
+
+/// Kills an exec'd process (through a pidfd: never another process that reused the pid).
+#[derive(Debug, Clone, Default)]
+pub struct ExecKill {
+    pidfd: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
+}
+
+impl ExecKill {
+    pub fn kill(&self) {
+        if let Some(fd) = &self.pidfd {
+            use std::os::fd::AsRawFd;
+            // SAFETY: pidfd_send_signal with a valid pidfd and no siginfo.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    fd.as_raw_fd(),
+                    libc::SIGKILL,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                )
+            };
+        }
+    }
+}
+
+/// A started exec: wait for its exit code.
+#[derive(Debug)]
+pub struct ExecProcess {
+    pid: i32,
+    kill: ExecKill,
+    finished: Option<i32>,
+}
+
+impl ExecProcess {
+    pub(crate) fn running(pid: i32, pidfd: Option<std::os::fd::OwnedFd>) -> Self {
+        Self {
+            pid,
+            kill: ExecKill {
+                pidfd: pidfd.map(std::sync::Arc::new),
+            },
+            finished: None,
+        }
+    }
+
+    /// An exec that already ended (fake runtimes).
+    pub fn exited(code: i32) -> Self {
+        Self {
+            pid: 0,
+            kill: ExecKill::default(),
+            finished: Some(code),
+        }
+    }
+
+    /// Host pid of the attacher (the exec'd process's parent); 0 for fakes.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    pub fn killer(&self) -> ExecKill {
+        self.kill.clone()
+    }
+
+    /// Block until the process exits: its exit code, `128 + signal` when killed.
+    pub fn wait(&mut self) -> Result<i32> {
+        if let Some(c) = self.finished {
+            return Ok(c);
+        }
+        let mut status = 0;
+        loop {
+            // SAFETY: waitpid on our own child with a valid out pointer.
+            let rc = unsafe { libc::waitpid(self.pid, &mut status, 0) };
+            if rc == self.pid {
+                break;
+            }
+            let err = std::io::Error::last_os_error();
+            if rc < 0 && err.raw_os_error() != Some(libc::EINTR) {
+                return Err(RuntimeError::Io {
+                    context: "wait for exec".into(),
+                    source: err,
+                });
+            }
+        }
+        let code = if libc::WIFSIGNALED(status) {
+            128 + libc::WTERMSIG(status)
+        } else {
+            libc::WEXITSTATUS(status)
+        };
+        self.finished = Some(code);
+        Ok(code)
+    }
+}

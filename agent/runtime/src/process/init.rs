@@ -138,10 +138,54 @@ fn setup(sys: &dyn Syscall, plan: &InitPlan) -> Result<CString, InitError> {
             })
         }
     }
+    confine(sys, &plan.confinement())
+}
+
+/// The process-confinement tail shared by the container init and `exec`
+/// ([`super::exec`]): user namespace, Landlock, seccomp, capabilities, ids, cwd, stdio, fds,
+/// command lookup. Everything a process inside the container ends up with is decided here, so
+/// an exec'd process can never get more than the container's init.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Confinement<'a> {
+    pub userns_fd: Option<RawFd>,
+    pub landlock: Option<&'a crate::landlock::LandlockSpec>,
+    pub no_new_privs: bool,
+    pub seccomp: &'a [seccompiler::BpfProgram],
+    pub caps: CapPlan,
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: &'a [u32],
+    pub cwd: &'a std::path::Path,
+    pub stdio: [RawFd; 3],
+    pub sync_fd: RawFd,
+    pub exec_candidates: &'a [PathBuf],
+}
+
+impl InitPlan {
+    pub(crate) fn confinement(&self) -> Confinement<'_> {
+        Confinement {
+            userns_fd: self.userns_fd,
+            landlock: self.landlock.as_ref(),
+            no_new_privs: self.no_new_privs,
+            seccomp: &self.seccomp,
+            caps: self.caps,
+            uid: self.uid,
+            gid: self.gid,
+            groups: &self.groups,
+            cwd: &self.cwd,
+            stdio: self.stdio,
+            sync_fd: self.sync_fd,
+            exec_candidates: &self.exec_candidates,
+        }
+    }
+}
+
+/// Steps 7-11 of the init sequence (see [`Confinement`]); returns the command's path.
+pub(crate) fn confine(sys: &dyn Syscall, c: &Confinement<'_>) -> Result<CString, InitError> {
     // 7. hostUsers: false: enter the user namespace now. Every namespace and mount was made by
     //    host root and stays owned by the host user namespace; the container's root has
     //    capabilities only inside its own (empty) user namespace.
-    if let Some(fd) = plan.userns_fd {
+    if let Some(fd) = c.userns_fd {
         sys.setns(fd, CloneFlags::CLONE_NEWUSER)
             .map_err(e("enter user namespace"))?;
         sys.close(fd);
@@ -149,47 +193,43 @@ fn setup(sys: &dyn Syscall, plan: &InitPlan) -> Result<CString, InitError> {
     // 7a. Landlock: the paths are the container's now; before seccomp (whose profile does not
     //    allow the landlock syscalls) and, without no_new_privs, while we still have
     //    CAP_SYS_ADMIN. The command itself must be on the allow-list.
-    if let Some(ll) = &plan.landlock {
+    if let Some(ll) = c.landlock {
         sys.landlock_restrict(ll).map_err(e("landlock"))?;
     }
     // 7b. Without no_new_privs, seccomp needs CAP_SYS_ADMIN: load it before dropping caps.
-    if !plan.no_new_privs {
-        for f in &plan.seccomp {
+    if !c.no_new_privs {
+        for f in c.seccomp {
             sys.apply_seccomp(f).map_err(e("seccomp (early)"))?;
         }
     }
     // 8. finalizeNamespace: bounding set, keep caps over the uid change, groups, gid, uid,
     //    cwd (verified, CVE-2024-21626), then the final capability sets.
-    sys.drop_bounding_caps(plan.caps.bounding)
+    sys.drop_bounding_caps(c.caps.bounding)
         .map_err(e("drop bounding caps"))?;
     sys.set_keep_caps(true).map_err(e("keepcaps"))?;
-    sys.setgroups(&plan.groups).map_err(e("setgroups"))?;
-    sys.setresgid(plan.gid).map_err(e("setresgid"))?;
-    sys.setresuid(plan.uid).map_err(e("setresuid"))?;
-    sys.chdir(&plan.cwd).map_err(e("chdir cwd"))?;
+    sys.setgroups(c.groups).map_err(e("setgroups"))?;
+    sys.setresgid(c.gid).map_err(e("setresgid"))?;
+    sys.setresuid(c.uid).map_err(e("setresuid"))?;
+    sys.chdir(c.cwd).map_err(e("chdir cwd"))?;
     verify_cwd(sys)?;
     sys.set_keep_caps(false).map_err(e("keepcaps"))?;
-    sys.set_caps(
-        plan.caps.effective,
-        plan.caps.permitted,
-        plan.caps.inheritable,
-    )
-    .map_err(e("set caps"))?;
+    sys.set_caps(c.caps.effective, c.caps.permitted, c.caps.inheritable)
+        .map_err(e("set caps"))?;
     sys.clear_ambient_caps().map_err(e("clear ambient caps"))?;
     // 9. stdio, then really close every other fd (the sync socket stays, O_CLOEXEC, so an exec
     //    failure can still be reported) and verify it.
-    for (i, fd) in plan.stdio.iter().enumerate() {
+    for (i, fd) in c.stdio.iter().enumerate() {
         sys.dup2(*fd, i as RawFd).map_err(e("dup2 stdio"))?;
     }
-    sys.close_fds_from_3(plan.sync_fd).map_err(e("close fds"))?;
-    sys.verify_fds(plan.sync_fd).map_err(e("verify fds"))?;
+    sys.close_fds_from_3(c.sync_fd).map_err(e("close fds"))?;
+    sys.verify_fds(c.sync_fd).map_err(e("verify fds"))?;
     // 10. Find the command inside the container (never through a magic link or procfs).
     let path = sys
-        .resolve_exec(&plan.exec_candidates)
+        .resolve_exec(c.exec_candidates)
         .map_err(e("resolve command"))?;
     // 11. With no_new_privs, seccomp as late as possible, right before execve.
-    if plan.no_new_privs {
-        for f in &plan.seccomp {
+    if c.no_new_privs {
+        for f in c.seccomp {
             sys.apply_seccomp(f).map_err(e("seccomp"))?;
         }
     }

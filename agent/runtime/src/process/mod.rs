@@ -33,6 +33,7 @@
 //! that could unwind into the caller: they leave with `_exit`.
 
 pub mod channel;
+pub mod exec;
 pub mod init;
 
 use std::os::fd::RawFd;

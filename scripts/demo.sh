@@ -2,7 +2,7 @@
 # kapsel demo: build, start a single-node cluster on the embedded store, run
 # examples/deployment.yaml, show it serving, roll it to v2, and leave it running.
 #
-#   scripts/demo.sh          run the demo (re-running restarts the demo cluster)
+#   scripts/demo.sh          run the demo (re-running starts a fresh demo cluster)
 #   scripts/demo.sh stop     delete the demo's objects, wait for its pods to stop, stop the server
 #
 # Needs root on Debian 12 (cgroups, namespaces, overlayfs) and a Rust toolchain (cargo);
@@ -20,7 +20,7 @@ case $profile in
   debug) build=(cargo build -p kapsel-cli) ;;
   *) echo "demo: KAPSEL_DEMO_PROFILE is release or debug" >&2; exit 1 ;;
 esac
-kapsel=$repo/target/$profile/kapsel
+kapsel=${CARGO_TARGET_DIR:-$repo/target}/$profile/kapsel
 pidfile=$data/server.pid
 log=$data/server.log
 export KAPSELCONFIG=${KAPSELCONFIG:-$HOME/.kapsel/config}
@@ -51,6 +51,12 @@ stop() {
     done
     say "stopping kapsel server (pid $(cat "$pidfile"))"
     stop_server
+    if ! pgrep -x kapsel >/dev/null && ! pgrep -x kapsel-agent >/dev/null; then
+      say "removing the node's pod network (bridge kapsel0, nftables tables kapsel-podnet and kapsel-svc)"
+      nft delete table ip kapsel-svc 2>/dev/null || true
+      nft delete table ip kapsel-podnet 2>/dev/null || true
+      ip link del kapsel0 2>/dev/null || true
+    fi
   fi
   echo "stopped. State is kept in $data (remove it for a fresh start)."
 }
@@ -75,6 +81,9 @@ if server_pid >/dev/null; then
   say "a demo cluster is already running: restarting it"
   stop
 fi
+# every run starts a fresh cluster: the state of an earlier one (possibly written by an older
+# kapsel, e.g. a join token from before TLS) is removed; the built images are kept
+rm -rf "$data/server" "$data/agent"
 say "starting kapsel server (log: $log)"
 mkdir -p "$data" "$run"
 rm -f "$data/server/url"
@@ -121,10 +130,30 @@ answer() {
   done
   [ "$ok" -gt 0 ] || die "no pod answered"
 }
+# requests through the Service: its ClusterIP, load-balanced by the nftables service proxy
+# (table ip kapsel-svc) over the Ready pods, from this host
+through_service() {
+  local ip node_port ok=0 body
+  ip=$("$kapsel" get service web -o jsonpath='{.spec.clusterIP}')
+  node_port=$("$kapsel" get service web -o jsonpath='{.spec.ports[0].nodePort}')
+  echo "  Service web: ClusterIP $ip port 80, NodePort $node_port on the node's address"
+  for i in $(seq 1 40); do
+    body=$(timeout 3 bash -c "exec 3<>/dev/tcp/$ip/80 && printf 'GET / HTTP/1.0\r\n\r\n' >&3 && cat <&3" 2>/dev/null \
+      | sed '1,/^\r\?$/d') || true
+    if [ -n "$body" ]; then
+      printf '  GET http://%s/ -> %s\n' "$ip" "$body"
+      ok=$((ok+1))
+      [ "$ok" -ge 6 ] && break
+    else
+      sleep 0.25   # endpoints and proxy rules follow the pods' readiness
+    fi
+  done
+  [ "$ok" -gt 0 ] || die "the Service web did not answer on $ip:80"
+}
 say "each pod answers on :8080 inside its own network namespace"
-echo "  (Service routing — ClusterIP/NodePort via nftables and DNS — arrives with the networking"
-echo "   issue; until then the demo reaches each pod's httpd in its network namespace.)"
 answer
+say "and the Service answers on its ClusterIP"
+through_service
 
 say "rolling to v2: apply the manifest with image demo-httpd:v2 and watch the rollout"
 sed -e 's/demo-httpd:v1/demo-httpd:v2/' -e 's/value: v1/value: v2/' examples/deployment.yaml | "$kapsel" apply -f -
@@ -133,6 +162,7 @@ sed -e 's/demo-httpd:v1/demo-httpd:v2/' -e 's/value: v1/value: v2/' examples/dep
 "$kapsel" get pods -o wide
 say "after the rollout"
 answer
+through_service
 
 awk -v a="$t_built" -v b="$t_apply" -v c="$t_ready" -v t="$(elapsed)" 'BEGIN{
   printf "\ntimings: start+import %.1fs, apply -> 3/3 Ready %.1fs, whole demo %ss\n", b-a, c-b, t }'

@@ -7,6 +7,7 @@
 //! [`multinode`] runs a cluster of several real agents, each node a network namespace on a
 //! shared bridge, the control plane on the host.
 
+pub mod local_cluster;
 pub mod multinode;
 
 use std::path::{Path, PathBuf};

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use kapsel_tests::local_cluster::start_cluster;
 use kapsel_tests::*;
 
 /// Where scripts/install-deps.sh puts each kubectl (first match of the right version wins).
@@ -39,56 +40,6 @@ fn require_kubectl(test: &str, minor: u32) -> Option<PathBuf> {
     }
     eprintln!("{msg}: skipped");
     None
-}
-
-/// The test's cgroups, processes and mounts, removed when dropped (also after a failure).
-struct HostGuard {
-    cgroup: String,
-    dir: PathBuf,
-}
-
-impl Drop for HostGuard {
-    fn drop(&mut self) {
-        fn each_dir(dir: &Path, f: &mut dyn FnMut(&Path)) {
-            if let Ok(rd) = std::fs::read_dir(dir) {
-                for e in rd.flatten() {
-                    if e.file_type().is_ok_and(|t| t.is_dir()) {
-                        each_dir(&e.path(), f);
-                    }
-                }
-            }
-            f(dir);
-        }
-        let mut roots = vec![PathBuf::from("/sys/fs/cgroup").join(&self.cgroup)];
-        if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
-            roots.extend(rd.flatten().map(|h| h.path().join(&self.cgroup)));
-        }
-        for root in &roots {
-            each_dir(root, &mut |d| {
-                let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
-                for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-                    // SAFETY: kill(2) of processes in the test's own cgroup.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                }
-            });
-        }
-        std::thread::sleep(Duration::from_millis(200));
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let mut ours: Vec<&str> = mounts
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|m| Path::new(m).starts_with(&self.dir))
-            .collect();
-        ours.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in ours {
-            sh_quiet(&format!("umount -l '{m}'"));
-        }
-        for root in &roots {
-            each_dir(root, &mut |d| {
-                let _ = std::fs::remove_dir(d);
-            });
-        }
-    }
 }
 
 struct Kubectl {
@@ -247,53 +198,12 @@ spec:
     )
 }
 
-/// A busybox rootfs (Debian's busybox-static) served as images `kt.local/ticker:v1` and `:v2`.
-fn rootfs(dir: &Path) -> PathBuf {
-    let root = dir.join("rootfs");
-    for d in ["bin", "etc", "tmp", "proc", "dev", "sys"] {
-        std::fs::create_dir_all(root.join(d)).expect("rootfs dir");
-    }
-    let bb = sh("command -v busybox").trim().to_string();
-    std::fs::copy(&bb, root.join("bin/busybox")).expect("copy busybox");
-    std::os::unix::fs::symlink("busybox", root.join("bin/sh")).expect("sh link");
-    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n").expect("passwd");
-    root
-}
-
 fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !f() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(250));
     }
-}
-
-/// A `kapsel server` with a real local agent serving the busybox rootfs as images
-/// `kt.local/ticker:v1` and `:v2`; the guard removes what the pods leave on the host.
-fn start_cluster(prefix: &str) -> (tempfile::TempDir, HostGuard, Server) {
-    let dir = tempdir(prefix);
-    let id = short_id();
-    let guard = HostGuard {
-        cgroup: format!("kt-kubectl-{id}"),
-        dir: dir.path().to_path_buf(),
-    };
-    let root = rootfs(dir.path());
-    let opts = ServerOpts {
-        node_name: Some(format!("kt-kubectl-{id}")),
-        extra: vec![
-            "--runtime-dir".into(),
-            dir.path().join("run").display().to_string(),
-            "--cgroup-parent".into(),
-            format!("kt-kubectl-{id}"),
-            "--image-dir".into(),
-            format!("kt.local/ticker:v1={}", root.display()),
-            "--image-dir".into(),
-            format!("kt.local/ticker:v2={}", root.display()),
-        ],
-        ..Default::default()
-    };
-    let server = Server::start(&dir.path().join("data"), &opts);
-    (dir, guard, server)
 }
 
 fn run_suite(minor: u32) {
@@ -516,14 +426,7 @@ fn run_suite(minor: u32) {
             "deployment.apps/web serverside-applied\n"
         );
     }
-    let live: serde_json::Value =
-        serde_json::from_str(&k.ok(&["get", "deploy", "web", "-o", "json"])).expect("json");
-    assert_eq!(live["spec"]["replicas"], 2);
-    assert!(
-        live["metadata"].get("managedFields").is_none(),
-        "no fabricated managedFields"
-    );
-    k.ok(&["rollout", "status", "deployment/web", "--timeout=120s"]);
+    server_side_apply_ownership(&k, dir.path());
 
     // clean up: delete and wait until the pods are gone (the guard kills leftovers)
     k.ok(&["delete", "-f", "web.yaml"]);
@@ -532,6 +435,163 @@ fn run_suite(minor: u32) {
         o.status.success() && o.stdout.is_empty()
     });
     println!("kubectl 1.{minor}: every command printed what Kubernetes prints");
+}
+
+/// The live Deployment `web` as JSON.
+fn live_web(k: &Kubectl) -> serde_json::Value {
+    serde_json::from_str(&k.ok(&["get", "deploy", "web", "-o", "json"])).expect("json")
+}
+
+/// The `managedFields` entry of `manager` with `operation`.
+fn entry<'a>(live: &'a serde_json::Value, manager: &str, op: &str) -> &'a serde_json::Value {
+    live["metadata"]["managedFields"]
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .find(|e| e["manager"] == manager && e["operation"] == op)
+        })
+        .unwrap_or_else(|| panic!("no {op} entry of {manager}: {}", live["metadata"]))
+}
+
+/// After `apply --server-side -f web.yaml` (twice): field ownership as Kubernetes keeps it —
+/// the `Apply` entry, `get -o yaml` (`--show-managed-fields` on 1.21+), a second manager's
+/// conflict (409 with Kubernetes' message), `--force-conflicts`, and fields a manager stops
+/// applying removed.
+fn server_side_apply_ownership(k: &Kubectl, dir: &Path) {
+    let live = live_web(k);
+    assert_eq!(live["spec"]["replicas"], 2);
+    let mine = entry(&live, "kubectl", "Apply");
+    assert_eq!(mine["apiVersion"], "apps/v1");
+    assert_eq!(mine["fieldsType"], "FieldsV1");
+    assert!(mine["time"].is_string(), "{mine}");
+    let f = &mine["fieldsV1"];
+    assert_eq!(f["f:spec"]["f:replicas"], serde_json::json!({}), "{f}");
+    assert_eq!(
+        f["f:spec"]["f:selector"],
+        serde_json::json!({}),
+        "atomic: {f}"
+    );
+    assert_eq!(
+        f["f:metadata"]["f:labels"],
+        serde_json::json!({"f:app": {}, "f:tier": {}})
+    );
+    let c = &f["f:spec"]["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"web\"}"];
+    assert_eq!(c["."], serde_json::json!({}), "{f}");
+    assert_eq!(
+        c["f:ports"],
+        serde_json::json!({"k:{\"containerPort\":8080,\"protocol\":\"TCP\"}": {".": {}, "f:containerPort": {}}})
+    );
+    assert_eq!(
+        c["f:env"]["k:{\"name\":\"B\"}"],
+        serde_json::json!({".": {}, "f:name": {}, "f:value": {}})
+    );
+    // Defaulted fields belong to nobody.
+    assert!(c.get("f:imagePullPolicy").is_none(), "{c}");
+
+    // get -o yaml shows them (1.20 always; 1.21+ only with --show-managed-fields).
+    let yaml = if k.minor >= 21 {
+        let hidden = k.ok(&["get", "deploy", "web", "-o", "yaml"]);
+        assert!(!hidden.contains("managedFields"), "{hidden}");
+        k.ok(&[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "yaml",
+            "--show-managed-fields",
+        ])
+    } else {
+        k.ok(&["get", "deploy", "web", "-o", "yaml"])
+    };
+    for want in [
+        "  managedFields:\n",
+        "    manager: kubectl\n",
+        "    operation: Apply\n",
+        "    fieldsType: FieldsV1\n",
+        "        f:replicas: {}\n",
+    ] {
+        assert!(yaml.contains(want), "{want:?} in:\n{yaml}");
+    }
+
+    // A second manager changing replicas conflicts with kubectl's apply.
+    std::fs::write(
+        dir.join("replicas.yaml"),
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 3\n",
+    )
+    .expect("manifest");
+    let other = [
+        "apply",
+        "--server-side",
+        "--field-manager=other",
+        "-f",
+        "replicas.yaml",
+    ];
+    let err = k.fails(&other);
+    assert_eq!(
+        err.lines().next(),
+        Some("error: Apply failed with 1 conflict: conflict with \"kubectl\": .spec.replicas"),
+        "{err}"
+    );
+    assert!(err.contains("--force-conflicts"), "{err}");
+    assert_eq!(live_web(k)["spec"]["replicas"], 2, "nothing written");
+
+    // --force-conflicts takes the field over.
+    let mut forced = other.to_vec();
+    forced.push("--force-conflicts");
+    assert_eq!(k.ok(&forced), "deployment.apps/web serverside-applied\n");
+    let live = live_web(k);
+    assert_eq!(live["spec"]["replicas"], 3);
+    assert_eq!(
+        entry(&live, "other", "Apply")["fieldsV1"],
+        serde_json::json!({"f:spec": {"f:replicas": {}}})
+    );
+    assert!(entry(&live, "kubectl", "Apply")["fieldsV1"]["f:spec"]
+        .get("f:replicas")
+        .is_none());
+
+    // Now kubectl's own apply conflicts with "other".
+    let err = k.fails(&["apply", "--server-side", "-f", "web.yaml"]);
+    assert_eq!(
+        err.lines().next(),
+        Some("error: Apply failed with 1 conflict: conflict with \"other\": .spec.replicas"),
+        "{err}"
+    );
+
+    // kubectl applies v2 with --force-conflicts: the label `tier`, env B and port 8080, which
+    // only kubectl's apply owned, are removed; replicas is kubectl's again.
+    assert_eq!(
+        k.ok(&[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            "web-v2.yaml"
+        ]),
+        "deployment.apps/web serverside-applied\n"
+    );
+    let live = live_web(k);
+    assert_eq!(live["spec"]["replicas"], 2);
+    assert_eq!(
+        live["metadata"]["labels"],
+        serde_json::json!({"app": "web"})
+    );
+    let c = &live["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["image"], "kt.local/ticker:v2");
+    assert_eq!(c["env"], serde_json::json!([{"name": "A", "value": "1"}]));
+    assert_eq!(
+        c["ports"],
+        serde_json::json!([{"containerPort": 9090, "protocol": "TCP"}])
+    );
+    assert!(
+        !live["metadata"]["managedFields"]
+            .as_array()
+            .expect("managedFields")
+            .iter()
+            .any(|e| e["manager"] == "other"),
+        "other's only field was taken over: {}",
+        live["metadata"]
+    );
+    k.ok(&["rollout", "status", "deployment/web", "--timeout=120s"]);
 }
 
 #[test]

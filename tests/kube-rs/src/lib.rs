@@ -1,0 +1,1 @@
+//! Only tests (tests/kube.rs): the Rust `kube` crate against `kapsel server`.

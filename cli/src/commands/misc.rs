@@ -707,6 +707,9 @@ pub enum TopCommand {
         name: Option<String>,
         #[arg(short = 'A', long)]
         all_namespaces: bool,
+        /// One line per container (POD and NAME columns).
+        #[arg(long)]
+        containers: bool,
     },
 }
 
@@ -748,6 +751,46 @@ pub fn bytes(q: &str) -> Option<f64> {
         }
     }
     q.parse::<f64>().ok()
+}
+
+/// `kubectl top pod`'s rows of one pod: the sum of its containers, or with `--containers` one
+/// row per container (`POD NAME …`); NAMESPACE first with `-A`. Usage is `(container, cpu
+/// millicores, memory bytes)`.
+pub fn top_pod_rows(
+    ns: &str,
+    pod: &str,
+    usage: &[(&str, f64, f64)],
+    all_namespaces: bool,
+    containers: bool,
+) -> Vec<Vec<String>> {
+    let cells = |cpu: f64, mem: f64| {
+        vec![
+            format!("{}m", cpu.round()),
+            format!("{}Mi", (mem / 1024.0 / 1024.0).round()),
+        ]
+    };
+    let mut rows: Vec<Vec<String>> = if containers {
+        usage
+            .iter()
+            .map(|(c, cpu, mem)| {
+                let mut r = vec![pod.to_string(), c.to_string()];
+                r.extend(cells(*cpu, *mem));
+                r
+            })
+            .collect()
+    } else {
+        let cpu: f64 = usage.iter().map(|u| u.1).sum();
+        let mem: f64 = usage.iter().map(|u| u.2).sum();
+        let mut r = vec![pod.to_string()];
+        r.extend(cells(cpu, mem));
+        vec![r]
+    };
+    if all_namespaces {
+        for r in &mut rows {
+            r.insert(0, ns.to_string());
+        }
+    }
+    rows
 }
 
 pub async fn top(ctx: &Ctx, t: TopCommand, out: &mut dyn Write) -> anyhow::Result<()> {
@@ -823,6 +866,7 @@ pub async fn top(ctx: &Ctx, t: TopCommand, out: &mut dyn Write) -> anyhow::Resul
         TopCommand::Pods {
             name,
             all_namespaces,
+            containers,
         } => {
             let path = if all_namespaces {
                 "/apis/metrics.k8s.io/v1beta1/pods".to_string()
@@ -840,6 +884,9 @@ pub async fn top(ctx: &Ctx, t: TopCommand, out: &mut dyn Write) -> anyhow::Resul
                 }
             })?;
             let mut headers = vec!["NAME", "CPU(cores)", "MEMORY(bytes)"];
+            if containers {
+                headers.insert(0, "POD");
+            }
             if all_namespaces {
                 headers.insert(0, "NAMESPACE");
             }
@@ -860,37 +907,35 @@ pub async fn top(ctx: &Ctx, t: TopCommand, out: &mut dyn Write) -> anyhow::Resul
                 if name.as_deref().is_some_and(|want| want != n) {
                     continue;
                 }
-                let (mut cpu, mut mem) = (0.0, 0.0);
-                for c in m
+                let ns = m
+                    .pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                let usage: Vec<(&str, f64, f64)> = m
                     .get("containers")
                     .and_then(Value::as_array)
                     .into_iter()
                     .flatten()
-                {
-                    cpu += c
-                        .pointer("/usage/cpu")
-                        .and_then(Value::as_str)
-                        .and_then(cpu_millis)
-                        .unwrap_or(0.0);
-                    mem += c
-                        .pointer("/usage/memory")
-                        .and_then(Value::as_str)
-                        .and_then(bytes)
-                        .unwrap_or(0.0);
-                }
-                let mut row = vec![
-                    n.to_string(),
-                    format!("{}m", cpu.round()),
-                    format!("{}Mi", (mem / 1024.0 / 1024.0).round()),
-                ];
-                if all_namespaces {
-                    let ns = m
-                        .pointer("/metadata/namespace")
-                        .and_then(Value::as_str)
-                        .unwrap_or("");
-                    row.insert(0, ns.to_string());
-                }
-                t.rows.push(row);
+                    .map(|c| {
+                        let cpu = c
+                            .pointer("/usage/cpu")
+                            .and_then(Value::as_str)
+                            .and_then(cpu_millis)
+                            .unwrap_or(0.0);
+                        let mem = c
+                            .pointer("/usage/memory")
+                            .and_then(Value::as_str)
+                            .and_then(bytes)
+                            .unwrap_or(0.0);
+                        (
+                            c.get("name").and_then(Value::as_str).unwrap_or(""),
+                            cpu,
+                            mem,
+                        )
+                    })
+                    .collect();
+                t.rows
+                    .extend(top_pod_rows(ns, n, &usage, all_namespaces, containers));
             }
             out.write_all(t.render(false).as_bytes())?;
         }
@@ -1011,6 +1056,28 @@ mod tests {
         assert_eq!(bytes("128Mi"), Some(128.0 * 1024.0 * 1024.0));
         assert_eq!(bytes("1G"), Some(1e9));
         assert_eq!(bytes("x"), None);
+    }
+
+    #[test]
+    fn top_pod_rows_sum_or_split_containers() {
+        let mi = 1024.0 * 1024.0;
+        let u = [("a", 300.4, 10.0 * mi), ("b", 100.0, 2.0 * mi)];
+        let s = |r: &[&str]| r.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let table: [(bool, bool, Vec<Vec<String>>); 3] = [
+            (false, false, vec![s(&["p", "400m", "12Mi"])]),
+            (true, false, vec![s(&["ns", "p", "400m", "12Mi"])]),
+            (
+                true,
+                true,
+                vec![
+                    s(&["ns", "p", "a", "300m", "10Mi"]),
+                    s(&["ns", "p", "b", "100m", "2Mi"]),
+                ],
+            ),
+        ];
+        for (all, containers, want) in table {
+            assert_eq!(top_pod_rows("ns", "p", &u, all, containers), want);
+        }
     }
 
     #[test]

@@ -249,6 +249,7 @@ pub async fn run(
     // Observability: /metrics (authenticated), request metrics, the /ui shell, event expiry.
     let app = app.merge(crate::metrics::routes(Arc::clone(&api)));
     // Authorization runs after authentication (inner), audit and limits around both.
+    let connections = guards.connections;
     let app = guards.authorize(app);
     let app = finish(app, authenticator);
     let app = guards.guard(app);
@@ -268,7 +269,7 @@ pub async fn run(
     let tls = security
         .as_ref()
         .map(|s| tokio_rustls::TlsAcceptor::from(Arc::clone(&s.tls)));
-    let result = crate::accept::serve(listener, app, tls, stopped, SHUTDOWN_GRACE)
+    let result = crate::accept::serve(listener, app, tls, connections, stopped, SHUTDOWN_GRACE)
         .await
         .map_err(ServerError::from);
     tokio::task::spawn_blocking(move || store.close())

@@ -561,6 +561,10 @@ async fn audit_log_lists_every_request_with_its_user() {
             (s("root"), s("delete"), s("secrets"), s("db"), 200),
         ]
     );
+    // The peer address from the accept loop, on every line (also the refused ones).
+    for e in &entries {
+        assert_eq!(e.source_ip, "127.0.0.1", "{e:?}");
+    }
     let e = &entries[2];
     assert_eq!(e.namespace, "a");
     assert_eq!(e.groups, vec!["system:authenticated"]);

@@ -67,6 +67,14 @@ impl Secure {
 }
 
 async fn start(token_file: Option<&str>, node_cert_ttl: Duration) -> Secure {
+    start_with(token_file, node_cert_ttl, |_| {}).await
+}
+
+async fn start_with(
+    token_file: Option<&str>,
+    node_cert_ttl: Duration,
+    adjust: impl FnOnce(&mut ServerConfig),
+) -> Secure {
     let dir = tempfile::tempdir().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -79,6 +87,7 @@ async fn start(token_file: Option<&str>, node_cert_ttl: Duration) -> Secure {
     }
     sec.node_cert_ttl = node_cert_ttl;
     cfg.security = Some(sec);
+    adjust(&mut cfg);
     let prepared = prepare(&cfg).await.expect("secure server starts");
     let (tx, rx) = oneshot::channel::<()>();
     tokio::spawn(run(prepared, listener, async move {
@@ -411,4 +420,138 @@ async fn node_certificates_need_a_live_join_token() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+}
+
+/// A TLS connection to the server trusting the cluster CA, no client certificate.
+async fn tls_connect(s: &Secure) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in tls::pem_certs(s.ca_pem.as_bytes()).unwrap() {
+        roots.add(c).unwrap();
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let addr = s.url.trim_start_matches("https://").to_string();
+    let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake")
+}
+
+/// Read until the server closes the connection (EOF or reset), at most `limit`; when it did.
+async fn closed_within<R: tokio::io::AsyncRead + Unpin>(
+    r: &mut R,
+    limit: Duration,
+) -> Option<std::time::Instant> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 512];
+    tokio::time::timeout(limit, async {
+        loop {
+            match r.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .ok()
+    .map(|()| std::time::Instant::now())
+}
+
+/// Slowloris clients (TCP but never a TLS handshake; a handshake and then half a request
+/// header) fill the connection cap: connections beyond it are closed at once, the admin's
+/// open connection keeps being answered, and the slow ones are closed after the handshake
+/// and header timeouts, after which new clients get in again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_dropped_and_the_connection_cap_holds() {
+    use tokio::io::AsyncWriteExt;
+    const CAP: usize = 40;
+    const SLOW: Duration = Duration::from_secs(8);
+    let s = start_with(None, Duration::from_secs(3600), |c| {
+        c.guards.connections = kapsel_apiserver::accept::ConnLimits {
+            handshake_timeout: SLOW,
+            header_read_timeout: SLOW,
+            max_connections: CAP,
+        };
+    })
+    .await;
+    let admin = s.http(None);
+    let list = |c: &reqwest::Client| {
+        c.get(format!("{}/api/v1/namespaces/default/pods", s.url))
+            .bearer_auth(&s.admin_token)
+            .send()
+    };
+    // The admin's connection is open (keep-alive) before the flood: one of CAP.
+    assert_eq!(list(&admin).await.unwrap().status(), StatusCode::OK);
+
+    let started = std::time::Instant::now();
+    let addr = s.url.trim_start_matches("https://").to_string();
+    let mut no_handshake = Vec::new();
+    let mut half_header = Vec::new();
+    for i in 0..CAP - 1 {
+        if i % 2 == 0 {
+            let mut t = tls_connect(&s).await;
+            t.write_all(b"GET /api/v1/namespaces/default/pods HTTP/1.1\r\nHost: x\r\n")
+                .await
+                .unwrap();
+            t.flush().await.unwrap();
+            half_header.push(t);
+        } else {
+            no_handshake.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+        }
+    }
+    // Let the accept loop take the last of them.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Beyond the cap: closed at once.
+    let mut extra = Vec::new();
+    for _ in 0..10 {
+        extra.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    for (i, c) in extra.iter_mut().enumerate() {
+        let took = closed_within(c, Duration::from_secs(3)).await;
+        assert!(
+            took.is_some(),
+            "connection {i} over the cap was not closed quickly"
+        );
+    }
+    assert!(
+        started.elapsed() < SLOW,
+        "the flood took too long to be a test of the cap"
+    );
+    // The admin's open connection is still answered while the cap is full.
+    assert_eq!(list(&admin).await.unwrap().status(), StatusCode::OK);
+
+    // The slow ones are closed after their timeouts (not before).
+    for (what, took) in futures::future::join_all(
+        no_handshake
+            .iter_mut()
+            .map(|c| closed_within(c, Duration::from_secs(30))),
+    )
+    .await
+    .into_iter()
+    .map(|t| ("no TLS handshake", t))
+    .chain(
+        futures::future::join_all(
+            half_header
+                .iter_mut()
+                .map(|c| closed_within(c, Duration::from_secs(30))),
+        )
+        .await
+        .into_iter()
+        .map(|t| ("half a request header", t)),
+    ) {
+        let at = took.unwrap_or_else(|| panic!("a client with {what} was never closed"));
+        let after = at - started;
+        assert!(
+            after >= SLOW - Duration::from_millis(100),
+            "{what}: closed {after:?} after the flood began, before its timeout"
+        );
+    }
+    // Room again: a new client gets in.
+    let fresh = s.http(None);
+    assert_eq!(list(&fresh).await.unwrap().status(), StatusCode::OK);
 }

@@ -349,6 +349,8 @@ pub struct GuardsConfig {
     /// `--audit-log-path` (and size, backups); `None`: no audit log.
     pub audit: Option<audit::AuditConfig>,
     pub limits: limits::LimitsConfig,
+    /// TLS handshake and request header timeouts, the connection cap (accept.rs).
+    pub connections: crate::accept::ConnLimits,
 }
 
 /// The guards' command-line flags (kube-apiserver's names), shared by `kapsel-apiserver` and
@@ -376,6 +378,17 @@ pub struct GuardArgs {
     /// Open watches per user (cluster admins are exempt).
     #[arg(long, default_value_t = 500)]
     pub max_watches_per_user: usize,
+    /// Open connections at most; more are closed at once (0: three quarters of the open-file
+    /// limit).
+    #[arg(long, default_value_t = 0)]
+    pub max_connections: usize,
+    /// Close a connection whose TLS handshake takes longer (90s, 1m).
+    #[arg(long, default_value = "10s", value_parser = crate::security::parse_ttl)]
+    pub tls_handshake_timeout: std::time::Duration,
+    /// Close a connection whose first request header is not complete this long after it
+    /// opened (slowloris).
+    #[arg(long, default_value = "10s", value_parser = crate::security::parse_ttl)]
+    pub request_header_timeout: std::time::Duration,
 }
 
 impl GuardArgs {
@@ -391,6 +404,11 @@ impl GuardArgs {
             max_mutating_requests_inflight: self.max_mutating_requests_inflight,
             max_watches_per_user: self.max_watches_per_user,
         };
+        config.guards.connections = crate::accept::ConnLimits {
+            handshake_timeout: self.tls_handshake_timeout,
+            header_read_timeout: self.request_header_timeout,
+            max_connections: self.max_connections,
+        };
         if self.encryption_key_file.is_some() {
             config.encryption_key_file = self.encryption_key_file.clone();
         }
@@ -402,6 +420,7 @@ pub struct Guards {
     pub authorizer: Arc<Authorizer>,
     pub limits: limits::Limits,
     pub audit: Option<audit::AuditLog>,
+    pub connections: crate::accept::ConnLimits,
 }
 
 impl Guards {
@@ -419,6 +438,7 @@ impl Guards {
             authorizer,
             limits: limits::Limits::new(&cfg.limits),
             audit,
+            connections: cfg.connections,
         }))
     }
 }

@@ -45,8 +45,10 @@ stop() {
   if server_pid >/dev/null; then
     say "deleting the demo's objects and waiting for its pods to stop"
     "$kapsel" delete -f examples/deployment.yaml --ignore-not-found >/dev/null 2>&1 || true
+    local left
     for _ in $(seq 1 60); do
-      [ -z "$("$kapsel" get pods -l app=web -o name 2>/dev/null)" ] && break
+      # an error (server busy, binary being rebuilt) is not "no pods left"
+      left=$("$kapsel" get pods -l app=web -o name 2>/dev/null) && [ -z "$left" ] && break
       sleep 1
     done
     say "stopping kapsel server (pid $(cat "$pidfile"))"

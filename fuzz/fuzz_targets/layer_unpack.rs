@@ -18,5 +18,9 @@ fuzz_target!(|data: &[u8]| {
         .expect("read parent")
         .map(|e| e.expect("entry").file_name())
         .collect();
-    assert_eq!(names, vec![std::ffi::OsString::from("root")], "unpack wrote outside its root");
+    assert_eq!(
+        names,
+        vec![std::ffi::OsString::from("root")],
+        "unpack wrote outside its root"
+    );
 });

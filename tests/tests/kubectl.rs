@@ -437,9 +437,14 @@ fn run_suite(minor: u32) {
     println!("kubectl 1.{minor}: every command printed what Kubernetes prints");
 }
 
-/// The live Deployment `web` as JSON.
+/// The live Deployment `web` as JSON, with its managedFields (kubectl 1.21+ hides them unless
+/// asked).
 fn live_web(k: &Kubectl) -> serde_json::Value {
-    serde_json::from_str(&k.ok(&["get", "deploy", "web", "-o", "json"])).expect("json")
+    let mut args = vec!["get", "deploy", "web", "-o", "json"];
+    if k.minor >= 21 {
+        args.push("--show-managed-fields");
+    }
+    serde_json::from_str(&k.ok(&args)).expect("json")
 }
 
 /// The `managedFields` entry of `manager` with `operation`.

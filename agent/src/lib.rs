@@ -143,6 +143,11 @@ impl Agent {
                 Arc::new(net::nft::NftCli::default()),
                 programmed,
             ));
+            // Cluster DNS on the pod bridge's address (net::dns).
+            tasks.spawn(net::dns::run(
+                net::api_client(&ctx.cfg, ctx.cp.as_ref())?,
+                n.clone(),
+            ));
         }
         if !ctx.cfg.hollow {
             tasks.spawn(images::run_gc(ctx.clone()));

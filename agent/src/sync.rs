@@ -779,7 +779,14 @@ impl Worker {
             "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n",
             pod.metadata.name()
         ));
-        spec.resolv_conf = std::fs::read_to_string("/etc/resolv.conf").ok();
+        let dns_ip = self
+            .ctx
+            .net
+            .as_deref()
+            .and_then(crate::net::dns::node_dns_ip);
+        spec.resolv_conf =
+            crate::net::dns::pod_resolv_conf(pod, dns_ip, crate::net::dns::CLUSTER_DOMAIN)
+                .or_else(|| std::fs::read_to_string("/etc/resolv.conf").ok());
         spec.stdout_path = Some(logs::raw_path(&log_dir, attempt, "stdout"));
         spec.stderr_path = Some(logs::raw_path(&log_dir, attempt, "stderr"));
         spec.labels = Instance::labels(pod, &c.name, init, attempt);

@@ -44,6 +44,9 @@ pub struct PodExtra {
     /// (ingress, egress) bits/s applied.
     #[serde(default)]
     pub bandwidth: (Option<u64>, Option<u64>),
+    /// `kapsel.dev/egress: deny`: no traffic out of the cluster network.
+    #[serde(default)]
+    pub egress_deny: bool,
 }
 
 /// The IPAM state of one podCIDR.

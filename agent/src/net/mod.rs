@@ -13,8 +13,10 @@
 //! - [`PodNetwork::setup_pod`] runs after the runtime has created the sandbox: an IP from
 //!   the host-local IPAM ([`ipam`], persisted in `<data_dir>/net/ipam.json` before it is
 //!   used), a veth pair with `eth0` moved into the sandbox's netns, MTU, default route,
-//!   bandwidth limits (`kubernetes.io/ingress-bandwidth`/`egress-bandwidth`, tc) and
-//!   hostPorts (DNAT). `hostNetwork: true` pods get the node IP and nothing else.
+//!   bandwidth limits (`kubernetes.io/ingress-bandwidth`/`egress-bandwidth`, tc tbf on both
+//!   ends of the veth) and
+//!   hostPorts (DNAT), the egress lock-down of `kapsel.dev/egress: deny` pods (nft drop of
+//!   everything leaving the cluster network). `hostNetwork: true` pods get the node IP and nothing else.
 //!   [`PodNetwork::teardown_pod`] undoes it after the sandbox is gone and frees the IP.
 //! - Restart: IPs, hostPorts and limits are in the IPAM file, so the rules are rebuilt at
 //!   once and every adopted pod keeps its IP; pods whose sandbox vanished meanwhile are
@@ -33,6 +35,7 @@
 //! `kv*` links.
 
 pub mod cidr;
+pub mod dns;
 pub mod ipam;
 pub mod nft;
 pub mod ops;
@@ -317,7 +320,15 @@ impl PodNetwork {
             .values()
             .flat_map(|a| a.extra.host_ports.clone())
             .collect();
-        let script = plan::nft_ruleset(self.cfg.cluster_cidr, BRIDGE, &ports);
+        let deny: Vec<Ipv4Addr> = g
+            .ipam
+            .state
+            .allocations
+            .values()
+            .filter(|a| a.extra.egress_deny)
+            .map(|a| a.ip)
+            .collect();
+        let script = plan::nft_ruleset(self.cfg.cluster_cidr, BRIDGE, &ports, &deny);
         if g.nft.as_deref() == Some(script.as_str()) {
             return Ok(());
         }
@@ -430,6 +441,7 @@ impl PodNetwork {
             a.extra.netns = Some(netns.to_path_buf());
             a.extra.host_if = host_if.clone();
             a.extra.host_ports = host_ports;
+            a.extra.egress_deny = plan::egress_denied(pod);
         }
         // durable before the IP is used
         g.ipam.save()?;
@@ -447,10 +459,12 @@ impl PodNetwork {
                     },
                 )?;
                 if bandwidth != (None, None) {
-                    self.ops.set_bandwidth(&host_if, bandwidth.0, bandwidth.1)?;
+                    self.ops
+                        .set_bandwidth(&host_if, netns, bandwidth.0, bandwidth.1)?;
                 }
             } else if had.as_ref().map(|h| h.bandwidth) != Some(bandwidth) {
-                self.ops.set_bandwidth(&host_if, bandwidth.0, bandwidth.1)?;
+                self.ops
+                    .set_bandwidth(&host_if, netns, bandwidth.0, bandwidth.1)?;
             }
             Ok(())
         })();

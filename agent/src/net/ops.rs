@@ -57,11 +57,13 @@ pub trait NetOps: Send + Sync + 'static {
     fn nft_apply(&self, script: &str) -> Result<(), NetError>;
     /// Delete an `ip` table; missing is fine.
     fn nft_delete_table(&self, table: &str) -> Result<(), NetError>;
-    /// Shape the host end of a pod's veth: `ingress` (towards the pod: tbf on the host end's
-    /// egress) and `egress` (from the pod: policing on the host end's ingress), bits/s.
+    /// Shape a pod's veth, bits/s: `ingress` (towards the pod: tbf on the host end) and
+    /// `egress` (from the pod: tbf on the pod's `eth0`, inside `netns`; shaping where the
+    /// packets are sent needs no policing action, which not every kernel has).
     fn set_bandwidth(
         &self,
         host_if: &str,
+        netns: &std::path::Path,
         ingress: Option<u64>,
         egress: Option<u64>,
     ) -> Result<(), NetError>;
@@ -276,69 +278,30 @@ impl NetOps for IpCommands {
     fn set_bandwidth(
         &self,
         dev: &str,
+        netns: &std::path::Path,
         ingress: Option<u64>,
         egress: Option<u64>,
     ) -> Result<(), NetError> {
-        // Start from a clean slate (both are idempotent as a whole).
-        let _ = run(&["tc", "qdisc", "del", "dev", dev, "root"], None);
-        let _ = run(&["tc", "qdisc", "del", "dev", dev, "ingress"], None);
-        if let Some(rate) = ingress {
-            let burst = super::plan::burst_bytes(rate).to_string();
-            run(
-                &[
-                    "tc",
-                    "qdisc",
-                    "add",
-                    "dev",
-                    dev,
-                    "root",
-                    "tbf",
-                    "rate",
-                    &format!("{rate}bit"),
-                    "burst",
-                    &burst,
-                    "latency",
-                    "50ms",
-                ],
-                None,
-            )?;
-        }
-        if let Some(rate) = egress {
-            let burst = super::plan::burst_bytes(rate).to_string();
-            run(
-                &[
-                    "tc", "qdisc", "add", "dev", dev, "handle", "ffff:", "ingress",
-                ],
-                None,
-            )?;
-            run(
-                &[
-                    "tc",
-                    "filter",
-                    "add",
-                    "dev",
-                    dev,
-                    "parent",
-                    "ffff:",
-                    "protocol",
-                    "all",
-                    "u32",
-                    "match",
-                    "u32",
-                    "0",
-                    "0",
-                    "police",
-                    "rate",
-                    &format!("{rate}bit"),
-                    "burst",
-                    &burst,
-                    "drop",
-                    "flowid",
-                    ":1",
-                ],
-                None,
-            )?;
-        }
+        let ns = format!("--net={}", netns.display());
+        let tbf = |pre: &[&str], dev: &str, rate: Option<u64>| -> Result<(), NetError> {
+            // Start from a clean slate (idempotent as a whole).
+            let mut del: Vec<&str> = pre.to_vec();
+            del.extend(["tc", "qdisc", "del", "dev", dev, "root"]);
+            let _ = run(&del, None);
+            let Some(rate) = rate else { return Ok(()) };
+            let (rate, burst) = (
+                format!("{rate}bit"),
+                super::plan::burst_bytes(rate).to_string(),
+            );
+            let mut add: Vec<&str> = pre.to_vec();
+            add.extend([
+                "tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate", &rate, "burst", &burst,
+                "latency", "50ms",
+            ]);
+            run(&add, None).map(|_| ())
+        };
+        tbf(&[], dev, ingress)?;
+        tbf(&["nsenter", &ns], "eth0", egress)?;
         Ok(())
     }
 
@@ -472,6 +435,7 @@ impl NetOps for RecordingOps {
     fn set_bandwidth(
         &self,
         host_if: &str,
+        _netns: &std::path::Path,
         ingress: Option<u64>,
         egress: Option<u64>,
     ) -> Result<(), NetError> {

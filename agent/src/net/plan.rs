@@ -19,6 +19,18 @@ pub const ROUTE_PROTO: u8 = 75;
 pub const INGRESS_BANDWIDTH: &str = "kubernetes.io/ingress-bandwidth";
 pub const EGRESS_BANDWIDTH: &str = "kubernetes.io/egress-bandwidth";
 
+/// Pod annotation: `deny` locks the pod's egress to the cluster network (pods, Services, the
+/// node's DNS); nothing outside it can be reached, so nothing can be downloaded at run time.
+pub const EGRESS_ANNOTATION: &str = "kapsel.dev/egress";
+
+/// Whether the pod asks for the egress lock-down (`kapsel.dev/egress: deny`).
+pub fn egress_denied(pod: &Pod) -> bool {
+    pod.metadata
+        .annotations
+        .get(EGRESS_ANNOTATION)
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("deny"))
+}
+
 /// The host end of a pod's veth: `kv` + the first 12 hex digits of the uid.
 pub fn host_veth_name(uid: &str) -> String {
     let hex: String = uid
@@ -146,7 +158,17 @@ pub fn host_ports(pod: &Pod, ip: Ipv4Addr) -> Vec<HostPort> {
 /// - hostPort: DNAT of local-destined packets (from outside: prerouting; from the node
 ///   itself: output) to the pod, and masquerade of that traffic when it hairpins from the
 ///   bridge back into it.
-pub fn nft_ruleset(cluster: Ipv4Cidr, bridge: &str, ports: &[HostPort]) -> String {
+///
+/// - egress lock-down: packets from the pods in `deny` to anything outside the cluster network
+///   are dropped, forwarded or to the node itself (filter hooks, after the Services' DNAT, so a
+///   Service's ClusterIP or NodePort reaches its pod endpoints); replies of connections made
+///   to the pod still pass. Cluster DNS (on the bridge address) is inside the cluster network.
+pub fn nft_ruleset(
+    cluster: Ipv4Cidr,
+    bridge: &str,
+    ports: &[HostPort],
+    deny: &[Ipv4Addr],
+) -> String {
     let mut hp = String::new();
     let mut sorted = ports.to_vec();
     sorted.sort();
@@ -163,10 +185,26 @@ pub fn nft_ruleset(cluster: Ipv4Cidr, bridge: &str, ports: &[HostPort]) -> Strin
             cport = p.container_port
         ));
     }
+    let mut deny = deny.to_vec();
+    deny.sort();
+    deny.dedup();
+    let lock = if deny.is_empty() {
+        String::new()
+    } else {
+        let set: Vec<String> = deny.iter().map(ToString::to_string).collect();
+        let rule = format!(
+            "    ct state established,related accept\n    ip saddr {{ {} }} ip daddr != {cluster} drop\n",
+            set.join(", ")
+        );
+        format!(
+            "  chain egress-forward {{\n    type filter hook forward priority 0; policy accept;\n{rule}  }}\n\
+             \x20 chain egress-input {{\n    type filter hook input priority 0; policy accept;\n{rule}  }}\n"
+        )
+    };
     format!(
         "table ip {t}\n\
          delete table ip {t}\n\
-         table ip {t} {{\n\
+         table ip {t} {{\n{lock}\
          \x20 chain hostports {{\n{hp}  }}\n\
          \x20 chain prerouting {{\n\
          \x20   type nat hook prerouting priority dstnat; policy accept;\n\
@@ -294,6 +332,23 @@ mod tests {
         let r = nft_ruleset(
             c("10.88.0.0/16"),
             "kapsel0",
+            &[],
+            &[ip("10.88.1.9"), ip("10.88.1.3"), ip("10.88.1.9")],
+        );
+        assert!(
+            r.contains("ip saddr { 10.88.1.3, 10.88.1.9 } ip daddr != 10.88.0.0/16 drop"),
+            "{r}"
+        );
+        assert!(r.contains("type filter hook forward priority 0"), "{r}");
+        assert!(r.contains("type filter hook input priority 0"), "{r}");
+        assert!(r.contains("ct state established,related accept"), "{r}");
+        assert!(
+            !nft_ruleset(c("10.88.0.0/16"), "kapsel0", &[], &[]).contains("drop"),
+            "no lock-down without denied pods"
+        );
+        let r = nft_ruleset(
+            c("10.88.0.0/16"),
+            "kapsel0",
             &[HostPort {
                 protocol: "tcp".into(),
                 host_port: 8081,
@@ -301,6 +356,7 @@ mod tests {
                 container_port: 8080,
                 host_ip: None,
             }],
+            &[],
         );
         assert!(r.starts_with("table ip kapsel-podnet\ndelete table ip kapsel-podnet\n"));
         assert!(r.contains("tcp dport 8081 dnat to 10.88.1.5:8080"));

@@ -335,7 +335,8 @@ pub struct Programmed {
     pub generation: u64,
 }
 
-fn reflect<K: Resource>(api: kapsel_api::client::Api<K>, wake: Arc<Notify>) -> Store<K> {
+/// A store following `api`, waking `wake` on every event (shared with the cluster DNS).
+pub(crate) fn reflect<K: Resource>(api: kapsel_api::client::Api<K>, wake: Arc<Notify>) -> Store<K> {
     let (store, writer) = watcher::store::<K>();
     tokio::spawn(async move {
         let stream = reflector(writer, watcher(api, WatcherConfig::default()));

@@ -179,7 +179,7 @@ spec:
 /// (routes via the other node's InternalIP); hostNetwork pods have the node's IP and
 /// network; hostPort answers on the node's IP; bandwidth annotations become tc rules;
 /// traffic to the "internet" leaves with the node's IP (masquerade).
-#[ignore = "not passing yet: the hostPort pod never reaches Running on the multi-node harness (issue #9 open); run with --run-ignored"]
+#[ignore = "cause found (this kernel has no tc police action, so the pod's egress-bandwidth setup failed and the pod never started; egress is now shaped with tbf on the pod's eth0), but the fix is not yet run on the harness; run with --run-ignored"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_reach_each_other_across_nodes_hostport_hostnetwork_and_masquerade() {
     let Some(c) = Cluster::start(
@@ -332,7 +332,7 @@ spec:
         "hostport",
         "from the host (LAN)"
     );
-    // bandwidth annotations: tbf towards the pod, a policer from it, on the host end
+    // bandwidth annotations: tbf towards the pod on the host end, tbf from it on its eth0
     let veth = format!(
         "kv{}",
         hp.metadata
@@ -342,13 +342,14 @@ spec:
             .take(12)
             .collect::<String>()
     );
-    let tc = c.node_sh(
-        2,
-        &format!("tc qdisc show dev {veth}; tc filter show dev {veth} parent ffff:"),
-    );
+    let tc = c.node_sh(2, &format!("tc qdisc show dev {veth}"));
     assert!(tc.contains("tbf") && tc.contains("rate 2Mbit"), "{tc}");
-    assert!(tc.contains("police") && tc.contains("rate 1Mbit"), "{tc}");
-    println!("hostNetwork and hostPort answer; bandwidth shaped:\n{tc}");
+    let tc_pod = c.pod_sh(&hp, "tc qdisc show dev eth0");
+    assert!(
+        tc_pod.contains("tbf") && tc_pod.contains("rate 1Mbit"),
+        "{tc_pod}"
+    );
+    println!("hostNetwork and hostPort answer; bandwidth shaped:\n{tc}{tc_pod}");
 
     // egress to the "internet" is masqueraded: the far end sees the node's IP
     let inet = c.internet.as_ref().unwrap().ip;

@@ -193,6 +193,17 @@ async fn post_csr(
     resp.json().await.map_err(http_err)
 }
 
+/// REST clients built with the node's certificates switch to a renewed one by themselves.
+impl kapsel_api::client::IdentitySource for NodeCerts {
+    fn generation(&self) -> u64 {
+        NodeCerts::generation(self)
+    }
+    fn identity_pem(&self) -> Vec<u8> {
+        let (cert, key) = self.identity();
+        format!("{cert}\n{key}").into_bytes()
+    }
+}
+
 /// The node's certificates (see the module docs).
 pub struct NodeCerts {
     server: String,

@@ -199,10 +199,10 @@ impl GrpcControlPlane {
 impl ControlPlane for GrpcControlPlane {
     fn rest_config(&self) -> Option<kapsel_api::client::ClientConfig> {
         let c = self.certs.as_ref()?;
-        let (cert, key) = c.identity();
         let mut cc = kapsel_api::client::ClientConfig::new(c.server());
         cc.ca_cert_pem = Some(c.ca_pem().as_bytes().to_vec());
-        cc.client_identity_pem = Some(format!("{cert}\n{key}").into_bytes());
+        // The current certificate, and the renewed ones after it (certs.rs renews at 2/3).
+        cc.identity_source = Some(Arc::clone(c) as Arc<dyn kapsel_api::client::IdentitySource>);
         Some(cc)
     }
 

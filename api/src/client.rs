@@ -242,6 +242,18 @@ pub struct ClientConfig {
     pub request_timeout: Option<Duration>,
     pub connect_timeout: Option<Duration>,
     pub user_agent: Option<String>,
+    /// A client identity that changes (a node certificate renewed before it expires): when
+    /// its generation moves, the client builds a new HTTP client with it, so new requests
+    /// present the new certificate. Takes precedence over `client_identity_pem`.
+    pub identity_source: Option<Arc<dyn IdentitySource>>,
+}
+
+/// A client certificate that can be replaced while a [`Client`] uses it.
+pub trait IdentitySource: Send + Sync {
+    /// Changes whenever the identity does.
+    fn generation(&self) -> u64;
+    /// The current PEM client certificate followed by its key.
+    fn identity_pem(&self) -> Vec<u8>;
 }
 
 impl fmt::Debug for ClientConfig {
@@ -251,6 +263,7 @@ impl fmt::Debug for ClientConfig {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("ca_cert_pem", &self.ca_cert_pem.is_some())
             .field("client_identity_pem", &self.client_identity_pem.is_some())
+            .field("identity_source", &self.identity_source.is_some())
             .field("insecure_skip_tls_verify", &self.insecure_skip_tls_verify)
             .field("request_timeout", &self.request_timeout)
             .finish()
@@ -273,10 +286,42 @@ impl ClientConfig {
 }
 
 struct Inner {
-    http: reqwest::Client,
+    /// The HTTP client and the generation of the identity it was built with.
+    http: std::sync::RwLock<(u64, reqwest::Client)>,
+    /// What the HTTP client is rebuilt from when the identity source moves on.
+    cfg: ClientConfig,
     base: String,
     token: Option<String>,
     request_timeout: Option<Duration>,
+}
+
+/// A reqwest client for `cfg` presenting `identity` (PEM certificate and key), if any.
+fn build_http(cfg: &ClientConfig, identity: Option<&[u8]>) -> Result<reqwest::Client> {
+    let mut b = reqwest::Client::builder().user_agent(
+        cfg.user_agent
+            .clone()
+            .unwrap_or_else(|| format!("kapsel/{}", env!("CARGO_PKG_VERSION"))),
+    );
+    if let Some(t) = cfg.connect_timeout {
+        b = b.connect_timeout(t);
+    }
+    if let Some(pem) = &cfg.ca_cert_pem {
+        let certs = reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| ClientError::Invalid(format!("invalid CA certificate: {e}")))?;
+        for c in certs {
+            b = b.add_root_certificate(c);
+        }
+    }
+    if let Some(pem) = identity {
+        let id = reqwest::Identity::from_pem(pem)
+            .map_err(|e| ClientError::Invalid(format!("invalid client certificate/key: {e}")))?;
+        b = b.identity(id);
+    }
+    if cfg.insecure_skip_tls_verify {
+        b = b.danger_accept_invalid_certs(true);
+    }
+    b.build()
+        .map_err(|e| ClientError::Invalid(format!("cannot build HTTP client: {e}")))
 }
 
 /// A connection to one API server. Clone freely.
@@ -308,41 +353,54 @@ impl Client {
                 "invalid server URL {base:?}: scheme must be http or https"
             )));
         }
-        let mut b = reqwest::Client::builder().user_agent(
-            cfg.user_agent
-                .clone()
-                .unwrap_or_else(|| format!("kapsel/{}", env!("CARGO_PKG_VERSION"))),
-        );
-        if let Some(t) = cfg.connect_timeout {
-            b = b.connect_timeout(t);
-        }
-        if let Some(pem) = &cfg.ca_cert_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| ClientError::Invalid(format!("invalid CA certificate: {e}")))?;
-            for c in certs {
-                b = b.add_root_certificate(c);
-            }
-        }
-        if let Some(pem) = &cfg.client_identity_pem {
-            let id = reqwest::Identity::from_pem(pem).map_err(|e| {
-                ClientError::Invalid(format!("invalid client certificate/key: {e}"))
-            })?;
-            b = b.identity(id);
-        }
-        if cfg.insecure_skip_tls_verify {
-            b = b.danger_accept_invalid_certs(true);
-        }
-        let http = b
-            .build()
-            .map_err(|e| ClientError::Invalid(format!("cannot build HTTP client: {e}")))?;
+        let (gen, identity) = match &cfg.identity_source {
+            Some(src) => (src.generation(), Some(src.identity_pem())),
+            None => (0, cfg.client_identity_pem.clone()),
+        };
+        let http = build_http(&cfg, identity.as_deref())?;
         Ok(Client {
             inner: Arc::new(Inner {
-                http,
+                http: std::sync::RwLock::new((gen, http)),
                 base,
-                token: cfg.token,
+                token: cfg.token.clone(),
                 request_timeout: cfg.request_timeout,
+                cfg,
             }),
         })
+    }
+
+    /// The HTTP client for the current identity (rebuilt after the identity source renewed).
+    fn http(&self) -> reqwest::Client {
+        let cur = {
+            let g = self
+                .inner
+                .http
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            g.clone()
+        };
+        let Some(src) = &self.inner.cfg.identity_source else {
+            return cur.1;
+        };
+        let gen = src.generation();
+        if gen == cur.0 {
+            return cur.1;
+        }
+        match build_http(&self.inner.cfg, Some(&src.identity_pem())) {
+            Ok(http) => {
+                let mut g = self
+                    .inner
+                    .http
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                *g = (gen, http.clone());
+                http
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "rebuilding the API client with the renewed identity");
+                cur.1
+            }
+        }
     }
 
     /// The server URL without a trailing slash.
@@ -376,8 +434,7 @@ impl Client {
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
         let url = format!("{}{}", self.inner.base, path);
         let mut rb = self
-            .inner
-            .http
+            .http()
             .request(method, url)
             .header(reqwest::header::ACCEPT, "application/json");
         if let Some(t) = &self.inner.token {

@@ -262,7 +262,7 @@ impl Runtime for HollowRuntime {
     }
 
     /// Runs nothing: a running container "execs" by writing the argv (space-joined, one line)
-    /// to stdout and exiting 0.
+    /// to stdout and exiting 0 (1 when the command is `false`, to test exit codes).
     fn exec(&self, id: &ContainerId, spec: ExecSpec) -> Result<ExecProcess> {
         let st = self.state(id)?;
         if st.status != ContainerStatus::Running {
@@ -281,7 +281,7 @@ impl Runtime for HollowRuntime {
                 context: "hollow exec output".into(),
                 source,
             })?;
-        Ok(ExecProcess::exited(0))
+        Ok(ExecProcess::exited(i32::from(spec.command[0] == "false")))
     }
 }
 

@@ -151,6 +151,9 @@ pub struct ServerArgs {
     /// How long Events are kept after they last happened (1h, 30m, 90s).
     #[arg(long, default_value = "1h", value_parser = kapsel_apiserver::eventttl::parse_duration)]
     pub event_ttl: Duration,
+    /// Audit log, Secrets at rest, abuse limits (kube-apiserver's flags, as on kapsel-apiserver).
+    #[command(flatten)]
+    pub guards: kapsel_apiserver::authz::GuardArgs,
     #[command(flatten)]
     pub agent: AgentOpts,
 }
@@ -503,14 +506,8 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
         kapsel_apiserver::metrics::add_component(kapsel_agent::metrics::register);
         kapsel_apiserver::metrics::add_component(kapsel_agent::metrics::register_cadvisor);
     }
-    config.event_ttl = args.event_ttl;
-    // The in-process components' metrics are served on the API server's /metrics too.
-    kapsel_apiserver::metrics::add_component(kapsel_scheduler::metrics::prom::register);
-    kapsel_apiserver::metrics::add_component(kapsel_controller::metrics::register);
-    if !args.no_agent {
-        kapsel_apiserver::metrics::add_component(kapsel_agent::metrics::register);
-        kapsel_apiserver::metrics::add_component(kapsel_agent::metrics::register_cadvisor);
-    }
+    // Audit log, Secrets at rest, abuse limits: the same flags as kapsel-apiserver.
+    args.guards.apply(&mut config);
     if !args.insecure_http {
         let mut sec = kapsel_apiserver::security::SecurityConfig::in_dir(&server_dir);
         sec.tls_sans = args.tls_san.clone();

@@ -849,7 +849,7 @@ pub fn apply(
     // Parents first: a removed list item takes its fields along (its key is gone after).
     for p in last.difference(&set).members() {
         let named = p.last().is_some_and(|pe| pe.starts_with("f:"));
-        if !owned.has(&p) && !(named && owned.has_below(&p)) {
+        if !owned.has(&p) && (!named || !owned.has_below(&p)) {
             remove(&mut merged, &p);
         }
     }

@@ -901,7 +901,7 @@ async fn wait_serving(client: &Client, p: &mut Proc) {
 
 /// Object `i` of the burst: every 25th a Deployment (1 replica), the rest ConfigMaps.
 fn burst_object(i: usize) -> (bool, String, Value) {
-    if i % 25 == 0 {
+    if i.is_multiple_of(25) {
         let name = format!("dep-{i:03}");
         let v = json!({
             "apiVersion": "apps/v1", "kind": "Deployment",

@@ -331,6 +331,7 @@ async fn services_by_cluster_ip_dns_and_node_port_across_nodes_and_egress_lockdo
         let w1 = w1.clone();
         eventually(T, &format!("node {i} rules without web-1"), || {
             let o = c.node_exec(i, "nft list table ip kapsel-svc");
+            let w1 = w1.clone();
             async move { ok(&o).filter(|t| !t.contains(&w1) && t.contains("dnat")) }
         })
         .await;

@@ -608,7 +608,9 @@ mod tests {
         };
         let dns = Some(ip("10.88.1.1"));
         let cluster = "nameserver 10.88.1.1\nsearch shop.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n";
-        let cases: Vec<(Option<&str>, bool, Option<Ipv4Addr>, Option<&str>)> = vec![
+        // (dnsPolicy, hostNetwork, node DNS address, expected resolv.conf)
+        type Case<'a> = (Option<&'a str>, bool, Option<Ipv4Addr>, Option<&'a str>);
+        let cases: Vec<Case<'_>> = vec![
             (None, false, dns, Some(cluster)),
             (Some("ClusterFirst"), false, dns, Some(cluster)),
             (Some("ClusterFirst"), true, dns, None),

@@ -61,6 +61,8 @@ pub struct GlobalOpts {
     pub request_timeout: Option<String>,
 }
 
+// Parsed once per process; boxing the server's flags would only add noise at the call sites.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Apply a configuration to resources from files, directories, URLs or stdin.

@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 secs="${FUZZ_SECONDS:-30}"
 export RUSTC_BOOTSTRAP=1
+command -v cargo-fuzz >/dev/null 2>&1 || cargo install --locked cargo-fuzz
 targets=$(cargo fuzz list)
 cargo fuzz build -O
 for t in $targets; do

@@ -137,9 +137,14 @@ impl Compose {
 
     /// `docker-compose exec -T SERVICE cmd…` with `input` on stdin.
     fn exec(&self, service: &str, cmd: &[&str], input: Option<&Path>) -> Output {
-        let mut args = vec!["exec", "-T", service];
-        args.extend_from_slice(cmd);
-        let mut c = self.compose_cmd(&args);
+        // `docker exec` itself: docker-compose 1.29's `exec -T` never ended with a file on stdin.
+        let cid = self.compose(&["ps", "--quiet", service]).trim().to_string();
+        let mut c = Command::new(DOCKER);
+        c.env("DOCKER_HOST", self.host()).arg("exec");
+        if input.is_some() {
+            c.arg("-i");
+        }
+        c.arg(&cid).args(cmd);
         c.stdin(match input {
             Some(p) => Stdio::from(std::fs::File::open(p).expect("input file")),
             None => Stdio::null(),
@@ -414,6 +419,14 @@ async fn compose_cluster_spreads_the_example_deployment_over_the_agents() {
                 c.logs()
             ),
         };
+        if ev.type_ == WatchEventType::Bookmark {
+            continue; // progress marks carry no pod
+        }
+        assert!(
+            ev.type_ != WatchEventType::Error,
+            "watch error event: {:?}",
+            ev.object.metadata
+        );
         let p = ev.object;
         let name = p.metadata.name.clone().unwrap_or_default();
         if ev.type_ == WatchEventType::Deleted || p.metadata.deletion_timestamp.is_some() {

@@ -36,6 +36,13 @@ struct Compose {
 impl Compose {
     fn start(id: &str) -> Compose {
         let sock = format!("/run/kt-docker-{id}.sock");
+        // The owner file names this test process (and later the compose bridges), so that a later
+        // run can sweep what a run killed by a timeout left behind (see sweep_dead_dockerds).
+        std::fs::write(
+            format!("/run/kt-docker-{id}.owner"),
+            format!("{}\n", std::process::id()),
+        )
+        .expect("owner file");
         let data_root = PathBuf::from(format!("/var/lib/kt-docker-{id}"));
         let exec_root = PathBuf::from(format!("/run/kt-docker-{id}"));
         let mut cmd = Command::new("dockerd");
@@ -206,6 +213,7 @@ impl Drop for Compose {
         let _ = std::fs::remove_dir_all(&self.data_root);
         let _ = std::fs::remove_dir_all(&self.exec_root);
         let _ = std::fs::remove_file(&self.sock);
+        let _ = std::fs::remove_file(format!("{}.owner", self.exec_root.display()));
     }
 }
 
@@ -238,12 +246,14 @@ fn sweep_dead_dockerds() {
         let name = e.file_name().to_string_lossy().into_owned();
         let Some(id) = name
             .strip_prefix("kt-docker-")
-            .and_then(|n| n.strip_suffix(".pid"))
+            .and_then(|n| n.strip_suffix(".owner"))
         else {
             continue;
         };
-        let alive = std::fs::read_to_string(e.path())
-            .ok()
+        let owner = std::fs::read_to_string(e.path()).unwrap_or_default();
+        let alive = owner
+            .lines()
+            .next()
             .and_then(|p| p.trim().parse::<i32>().ok())
             // SAFETY: kill(pid, 0) only checks for existence.
             .is_some_and(|pid| unsafe { libc::kill(pid, 0) } == 0);
@@ -257,6 +267,10 @@ fn sweep_dead_dockerds() {
         let _ = std::fs::remove_dir_all(format!("/var/lib/kt-docker-{id}"));
         let _ = std::fs::remove_dir_all(format!("/run/kt-docker-{id}"));
         let _ = std::fs::remove_file(format!("/run/kt-docker-{id}.sock"));
+        let _ = std::fs::remove_file(format!("/run/kt-docker-{id}.pid"));
+        for bridge in owner.lines().skip(1).filter(|b| b.starts_with("br-")) {
+            sh_quiet(&format!("ip link del {bridge}"));
+        }
         let _ = std::fs::remove_file(e.path());
     }
 }
@@ -344,6 +358,19 @@ async fn compose_cluster_spreads_the_example_deployment_over_the_agents() {
         .split_whitespace()
         .map(|id| format!("br-{}", &id[..id.len().min(12)]))
         .collect();
+    {
+        use std::io::Write as _;
+        let mut owner = std::fs::OpenOptions::new()
+            .append(true)
+            .open(format!(
+                "/run/{}.owner",
+                c.exec_root.file_name().unwrap().to_string_lossy()
+            ))
+            .expect("owner file");
+        for b in &c.bridges {
+            writeln!(owner, "{b}").expect("owner file");
+        }
+    }
 
     // the server container's address on the compose network (the host has a route to it)
     let cid = c.compose(&["ps", "--quiet", "server"]).trim().to_string();

@@ -544,8 +544,11 @@ impl Cluster {
             c.plug(&netns, &host_veth, ip);
         }
         c.rootfs = busybox_rootfs(&dir);
-        let mut extra = vec!["--node-monitor-grace-seconds".to_string(), "20".into()];
-        extra.extend(opts.server_args.iter().cloned());
+        // 20 s of node-monitor grace unless the test sets its own
+        let mut extra = opts.server_args.clone();
+        if !extra.iter().any(|a| a == "--node-monitor-grace-seconds") {
+            extra.extend(["--node-monitor-grace-seconds".to_string(), "20".into()]);
+        }
         let server = Server::start_listen(
             &dir.join("server"),
             &ServerOpts {

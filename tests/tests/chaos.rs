@@ -262,6 +262,21 @@ fn count_live(s: &Snap<Pod>) -> usize {
     s.objs.values().filter(|p| live(p)).count()
 }
 
+/// A pod watch on `selector` in `default` that records a violation on every event where more
+/// than `max` pods are live.
+fn watch_live_pods_at_most(client: &Client, selector: &str, max: usize) -> Watch<Pod> {
+    Watch::<Pod>::start(
+        client.api(Some("default")),
+        Some(selector),
+        Box::new(move |s: &Snap<Pod>| {
+            if count_live(s) > max {
+                return Err(format!("{} live pods (> {max} replicas)", count_live(s)));
+            }
+            Ok(())
+        }),
+    )
+}
+
 // ------------------------------------------------------------------------------------------
 // Manifests
 // ------------------------------------------------------------------------------------------
@@ -783,16 +798,7 @@ async fn chaos_kill_agent_pods_move_and_agent_cleans_up() {
         let log = Log::new();
         c.wait_ready(Duration::from_secs(60)).await;
         let client = c.client();
-        let pods = Watch::<Pod>::start(
-            client.api(Some("default")),
-            Some("app=chaos2"),
-            Box::new(|s: &Snap<Pod>| {
-                if count_live(s) > 6 {
-                    return Err(format!("{} live pods (> 6 replicas)", count_live(s)));
-                }
-                Ok(())
-            }),
-        );
+        let pods = watch_live_pods_at_most(&client, "app=chaos2", 6);
         c.apply(&web_deployment("chaos2", 6, "v1", ""));
         let s = pods
             .wait(Duration::from_secs(90), "6 pods Ready", |s| live_ready(s).len() == 6)
@@ -1300,16 +1306,7 @@ async fn chaos_partition_node_pods_replaced_and_duplicates_stopped() {
         let log = Log::new();
         c.wait_ready(Duration::from_secs(60)).await;
         let client = c.client();
-        let pods = Watch::<Pod>::start(
-            client.api(Some("default")),
-            Some("app=chaos5"),
-            Box::new(|s: &Snap<Pod>| {
-                if count_live(s) > 6 {
-                    return Err(format!("{} live pods (> 6 replicas)", count_live(s)));
-                }
-                Ok(())
-            }),
-        );
+        let pods = watch_live_pods_at_most(&client, "app=chaos5", 6);
         let nodes = Watch::<Node>::start(client.api(None), None, no_check());
         c.apply(&web_deployment("chaos5", 6, "v1", ""));
         let s = pods

@@ -620,6 +620,26 @@ impl LinuxRuntime {
         format!("{}/pod-{}", self.config.cgroup_parent, id)
     }
 
+    /// Undo whatever part of `create_sandbox` happened (a failed create, or one an agent crash
+    /// interrupted before `sandbox.json` was written): namespace bind mounts, the dir, and the
+    /// pod cgroup (destroying it kills a pid holder that was already started).
+    fn discard_half_made_sandbox(&self, id: &SandboxId) -> Result<()> {
+        let dir = self.sandbox_dir(id);
+        for (name, _) in SANDBOX_NS {
+            match nix::mount::umount2(&dir.join(name), MntFlags::MNT_DETACH) {
+                Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => {}
+                Err(e) => return Err(e).ctx(|| format!("umount {name} namespace")),
+            }
+        }
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).ctx(|| format!("remove {}", dir.display())),
+        }
+        self.cgroups.destroy(&self.pod_cgroup(id))?;
+        Ok(())
+    }
+
     fn load(&self, id: &ContainerId) -> Result<PersistedContainer> {
         state::read_json(&self.container_dir(id).join("state.json"))?
             .ok_or_else(|| RuntimeError::NotFound(id.to_string()))
@@ -824,11 +844,17 @@ struct CreateFds {
 impl Runtime for LinuxRuntime {
     fn create_sandbox(&self, spec: &SandboxSpec) -> Result<()> {
         let dir = self.sandbox_dir(&spec.id);
-        if dir.exists() {
+        if dir.join("sandbox.json").exists() {
             return Err(RuntimeError::AlreadyExists {
                 kind: "sandbox",
                 id: spec.id.to_string(),
             });
+        }
+        if dir.exists() {
+            // `sandbox.json` is written last: a dir without it is what an agent killed during
+            // an earlier create left. It would block this pod forever; discard it and start over.
+            tracing::warn!(sandbox = %spec.id, "discarding a half-made sandbox from an interrupted create");
+            self.discard_half_made_sandbox(&spec.id)?;
         }
         if spec.hostname.is_empty() || spec.hostname.len() > 64 {
             return Err(invalid(format!("bad hostname {:?}", spec.hostname)));
@@ -903,11 +929,7 @@ impl Runtime for LinuxRuntime {
                 // SAFETY: kill(2) on the holder we just started.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }
-            for (name, _) in SANDBOX_NS {
-                let _ = nix::mount::umount2(&dir.join(name), MntFlags::MNT_DETACH);
-            }
-            let _ = std::fs::remove_dir_all(&dir);
-            let _ = self.cgroups.destroy(&cgroup);
+            let _ = self.discard_half_made_sandbox(&spec.id);
             return Err(err);
         }
         Ok(())
@@ -915,8 +937,13 @@ impl Runtime for LinuxRuntime {
 
     fn remove_sandbox(&self, id: &SandboxId) -> Result<()> {
         let dir = self.sandbox_dir(id);
-        let sb: PersistedSandbox = state::read_json(&dir.join("sandbox.json"))?
-            .ok_or_else(|| RuntimeError::SandboxNotFound(id.to_string()))?;
+        let Some(sb) = state::read_json::<PersistedSandbox>(&dir.join("sandbox.json"))? else {
+            if dir.exists() {
+                // Left by a create that an agent crash interrupted: nothing ran in it.
+                return self.discard_half_made_sandbox(id);
+            }
+            return Err(RuntimeError::SandboxNotFound(id.to_string()));
+        };
         for c in self.list()? {
             if c.sandbox.as_ref() == Some(id) {
                 self.delete(&c.id)?;

@@ -535,6 +535,58 @@ fn sandbox_shares_net_ipc_uts_between_containers() {
     assert!(env.cgroup_dirs_named("pod-kt-pod").is_empty());
 }
 
+/// An agent killed inside `create_sandbox` leaves the sandbox dir (namespace bind mounts, pod
+/// cgroup) without `sandbox.json`: it is not listed, a new create for the same pod replaces it,
+/// and removing it cleans up mounts and cgroup instead of failing with "not found".
+#[test]
+fn a_sandbox_half_made_by_an_interrupted_create_is_discarded() {
+    let Some(env) = Env::new() else { return };
+    let sid = kapsel_runtime::SandboxId::new("kt-half").unwrap();
+    let spec = kapsel_runtime::SandboxSpec {
+        id: sid.clone(),
+        hostname: "kt-half".into(),
+        resources: Default::default(),
+        share_pid: true,
+        host_network: false,
+    };
+    let sandbox_json = env.config.state_dir.join("sandboxes/kt-half/sandbox.json");
+    let mounted = || {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .contains(&env.config.state_dir.display().to_string())
+    };
+    for round in ["create again", "remove"] {
+        env.rt.create_sandbox(&spec).unwrap();
+        // What a crash just before the last step leaves: everything but sandbox.json.
+        std::fs::remove_file(&sandbox_json).unwrap();
+        assert!(
+            mounted(),
+            "{round}: the namespace bind mounts are still there"
+        );
+        assert!(!env.cgroup_dirs_named("pod-kt-half").is_empty());
+        let rt2 = kapsel_runtime::LinuxRuntime::new(env.config.clone()).unwrap();
+        assert!(
+            rt2.list_sandboxes().unwrap().is_empty(),
+            "{round}: not listed"
+        );
+        assert!(!rt2.sandbox_exists(&sid).unwrap());
+        if round == "create again" {
+            rt2.create_sandbox(&spec).unwrap();
+            assert!(rt2.sandbox_exists(&sid).unwrap());
+        }
+        rt2.remove_sandbox(&sid).unwrap();
+        assert!(!mounted(), "{round}: nothing stays mounted");
+        assert!(
+            env.cgroup_dirs_named("pod-kt-half").is_empty(),
+            "{round}: cgroup gone"
+        );
+        assert!(
+            !sandbox_json.parent().unwrap().exists(),
+            "{round}: dir gone"
+        );
+    }
+}
+
 #[test]
 fn a_restarted_runtime_readopts_its_containers() {
     let Some(env) = Env::new() else { return };

@@ -9,6 +9,7 @@ pub mod field;
 pub mod meta;
 pub mod names;
 pub mod pod;
+pub mod profile;
 pub mod rbac;
 pub use self::core::namespace_status_defaults;
 pub use field::*;
@@ -130,6 +131,7 @@ use crate::core::{
     Binding, ConfigMap, Endpoints, Event, LimitRange, Namespace, Node, Pod, ResourceQuota, Secret,
     Service,
 };
+use crate::profile::ImageProfile;
 use crate::rbac::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 
 rules!(Namespace, validate: core::validate_namespace, update: with_meta_update(core::validate_namespace), defaults: no_defaults);
@@ -150,4 +152,5 @@ rules!(Scale, validate: apps::validate_scale, update: |n: &Scale, _: &Scale| app
 rules!(Role, validate: rbac::validate_role, update: with_meta_update(rbac::validate_role), defaults: no_defaults);
 rules!(ClusterRole, validate: rbac::validate_cluster_role, update: with_meta_update(rbac::validate_cluster_role), defaults: no_defaults);
 rules!(RoleBinding, validate: rbac::validate_role_binding, update: rbac::validate_role_binding_update, defaults: no_defaults);
+rules!(ImageProfile, validate: profile::validate_image_profile, update: with_meta_update(profile::validate_image_profile), defaults: crate::profile::default_image_profile);
 rules!(ClusterRoleBinding, validate: rbac::validate_cluster_role_binding, update: rbac::validate_cluster_role_binding_update, defaults: no_defaults);

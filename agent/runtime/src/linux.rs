@@ -19,7 +19,7 @@ use crate::cgroups::{self, CgroupManager};
 use crate::error::{IoContext, Result, RuntimeError};
 use crate::process::channel::{self, MainChannel, SyncMsg};
 use crate::process::exec::{spawn_exec, ExecContext, ExecPlan, EXEC_NAMESPACES};
-use crate::process::init::InitPlan;
+use crate::process::init::{Confinement, InitPlan};
 use crate::process::{spawn_supervisor, ExitRecord, SpawnRequest};
 use crate::rootfs::{self, BindMount};
 use crate::seccomp::{self, CompiledProfile};
@@ -792,7 +792,6 @@ impl LinuxRuntime {
             _ => Vec::new(),
         };
         Ok(InitPlan {
-            sync_fd: fds.sync_child.as_raw_fd(),
             cgroup_procs_fds: fds.procs.iter().map(|f| f.as_raw_fd()).collect(),
             join_ns: fds.ns.iter().map(|(f, t)| (f.as_raw_fd(), *t)).collect(),
             unshare,
@@ -808,23 +807,26 @@ impl LinuxRuntime {
             readonly_paths,
             readonly_root: spec.read_only_rootfs,
             rlimits,
-            no_new_privs: spec.no_new_privs,
-            caps,
-            uid,
-            gid,
-            groups,
-            cwd: spec.cwd.clone().unwrap_or_else(|| PathBuf::from("/")),
             argv: cstrings(&mut spec.command.iter().chain(&spec.args))?,
             env: cstrings(&mut env.iter())?,
-            exec_candidates,
-            stdio: [
-                fds.devnull.as_raw_fd(),
-                fds.stdout.as_raw_fd(),
-                fds.stderr.as_raw_fd(),
-            ],
-            userns_fd: fds.userns.as_ref().map(|f| f.as_raw_fd()),
-            seccomp,
-            landlock: spec.landlock.clone(),
+            confinement: Confinement {
+                sync_fd: fds.sync_child.as_raw_fd(),
+                userns_fd: fds.userns.as_ref().map(|f| f.as_raw_fd()),
+                landlock: spec.landlock.clone(),
+                no_new_privs: spec.no_new_privs,
+                seccomp,
+                caps,
+                uid,
+                gid,
+                groups,
+                cwd: spec.cwd.clone().unwrap_or_else(|| PathBuf::from("/")),
+                stdio: [
+                    fds.devnull.as_raw_fd(),
+                    fds.stdout.as_raw_fd(),
+                    fds.stderr.as_raw_fd(),
+                ],
+                exec_candidates,
+            },
         })
     }
 }
@@ -1083,19 +1085,19 @@ impl Runtime for LinuxRuntime {
         state::write_json(
             &dir.join("exec.json"),
             &ExecContext {
-                caps: plan.caps,
-                uid: plan.uid,
-                gid: plan.gid,
-                groups: plan.groups.clone(),
-                no_new_privs: plan.no_new_privs,
-                seccomp: !plan.seccomp.is_empty(),
-                landlock: plan.landlock.clone(),
+                caps: plan.confinement.caps,
+                uid: plan.confinement.uid,
+                gid: plan.confinement.gid,
+                groups: plan.confinement.groups.clone(),
+                no_new_privs: plan.confinement.no_new_privs,
+                seccomp: !plan.confinement.seccomp.is_empty(),
+                landlock: plan.confinement.landlock.clone(),
                 env: plan
                     .env
                     .iter()
                     .map(|e| e.to_string_lossy().into_owned())
                     .collect(),
-                cwd: plan.cwd.clone(),
+                cwd: plan.confinement.cwd.clone(),
                 rlimits: plan.rlimits.clone(),
                 host_users: spec.host_users,
             },
@@ -1417,31 +1419,33 @@ impl Runtime for LinuxRuntime {
         };
         let stdin = spec.stdin.as_ref().map(|f| f.as_raw_fd());
         let plan = ExecPlan {
-            sync_fd: sync_child.as_raw_fd(),
             cgroup_procs_fds: procs.iter().map(|f| f.as_raw_fd()).collect(),
             join_ns: ns.iter().map(|(f, t)| (f.as_raw_fd(), *t)).collect(),
-            userns_fd: userns.as_ref().map(|f| f.as_raw_fd()),
             rlimits: ctx.rlimits.clone(),
-            no_new_privs: ctx.no_new_privs,
-            caps: ctx.caps,
-            uid: ctx.uid,
-            gid: ctx.gid,
-            groups: ctx.groups.clone(),
-            cwd: ctx.cwd.clone(),
             argv: cstrings(&spec.command)?,
             env: cstrings(&ctx.env)?,
-            exec_candidates,
-            stdio: [
-                stdin.unwrap_or(devnull.as_raw_fd()),
-                spec.stdout.as_raw_fd(),
-                spec.stderr.as_raw_fd(),
-            ],
-            seccomp: if ctx.seccomp {
-                self.seccomp.filters.clone()
-            } else {
-                Vec::new()
+            confinement: Confinement {
+                sync_fd: sync_child.as_raw_fd(),
+                userns_fd: userns.as_ref().map(|f| f.as_raw_fd()),
+                landlock: ctx.landlock.clone(),
+                no_new_privs: ctx.no_new_privs,
+                seccomp: if ctx.seccomp {
+                    self.seccomp.filters.clone()
+                } else {
+                    Vec::new()
+                },
+                caps: ctx.caps,
+                uid: ctx.uid,
+                gid: ctx.gid,
+                groups: ctx.groups.clone(),
+                cwd: ctx.cwd.clone(),
+                stdio: [
+                    stdin.unwrap_or(devnull.as_raw_fd()),
+                    spec.stdout.as_raw_fd(),
+                    spec.stderr.as_raw_fd(),
+                ],
+                exec_candidates,
             },
-            landlock: ctx.landlock.clone(),
         };
         let pid = spawn_exec(&plan, devnull.as_raw_fd())?;
         let pidfd = pidfd_open(pid, pid_start_time(pid).unwrap_or_default());

@@ -239,7 +239,7 @@ pub fn prepare_rootfs(sys: &dyn Syscall, plan: &InitPlan) -> Result<(), InitErro
         }
         // The working directory exists (created inside the rootfs like runc does).
         let cwd = sys
-            .open_in_root(root, &plan.cwd, Create::Dir)
+            .open_in_root(root, &plan.confinement.cwd, Create::Dir)
             .map_err(step("create cwd"))?;
         sys.close(cwd);
         Ok(())

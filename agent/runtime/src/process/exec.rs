@@ -62,27 +62,15 @@ pub struct ExecContext {
 /// Everything the attacher and the exec'd process need, computed by main before the fork.
 #[derive(Debug, Clone)]
 pub struct ExecPlan {
-    /// Child end of the sync socketpair (`O_CLOEXEC`).
-    pub sync_fd: RawFd,
     /// `cgroup.procs` of each hierarchy of the container's cgroup.
     pub cgroup_procs_fds: Vec<RawFd>,
     /// The container init's namespaces except the user namespace, in joining order.
     pub join_ns: Vec<(RawFd, CloneFlags)>,
-    /// The container's user namespace, joined last by the exec'd process.
-    pub userns_fd: Option<RawFd>,
     pub rlimits: Vec<(libc::__rlimit_resource_t, u64, u64)>,
-    pub no_new_privs: bool,
-    pub caps: CapPlan,
-    pub uid: u32,
-    pub gid: u32,
-    pub groups: Vec<u32>,
-    pub cwd: PathBuf,
     pub argv: Vec<CString>,
     pub env: Vec<CString>,
-    pub exec_candidates: Vec<PathBuf>,
-    pub stdio: [RawFd; 3],
-    pub seccomp: Vec<seccompiler::BpfProgram>,
-    pub landlock: Option<LandlockSpec>,
+    /// Exactly the container init's confinement (from `exec.json`).
+    pub confinement: Confinement,
 }
 
 /// The namespaces exec joins, in order (the user namespace comes last, separately).
@@ -122,35 +110,16 @@ pub fn exec_finish(sys: &dyn Syscall, plan: &ExecPlan) -> InitOutcome {
         for (res, soft, hard) in &plan.rlimits {
             sys.setrlimit(*res, *soft, *hard).map_err(e("setrlimit"))?;
         }
-        if plan.no_new_privs {
+        if plan.confinement.no_new_privs {
             sys.set_no_new_privs().map_err(e("no_new_privs"))?;
         }
-        confine(sys, &plan.confinement())
+        confine(sys, &plan.confinement)
     })();
     match path {
         Err(err) => InitOutcome::Failed(err),
         Ok(path) => {
             let errno = sys.execve(&path, &plan.argv, &plan.env);
             InitOutcome::ExecFailed(format!("execve {path:?}: {errno}"))
-        }
-    }
-}
-
-impl ExecPlan {
-    fn confinement(&self) -> Confinement<'_> {
-        Confinement {
-            userns_fd: self.userns_fd,
-            landlock: self.landlock.as_ref(),
-            no_new_privs: self.no_new_privs,
-            seccomp: &self.seccomp,
-            caps: self.caps,
-            uid: self.uid,
-            gid: self.gid,
-            groups: &self.groups,
-            cwd: &self.cwd,
-            stdio: self.stdio,
-            sync_fd: self.sync_fd,
-            exec_candidates: &self.exec_candidates,
         }
     }
 }
@@ -198,24 +167,24 @@ pub(crate) fn spawn_exec(plan: &ExecPlan, devnull: RawFd) -> crate::Result<i32> 
 
 fn attacher(plan: &ExecPlan, devnull: RawFd) -> i32 {
     let sys = LinuxSyscall;
-    let mut keep: Vec<RawFd> = vec![0, 1, 2, plan.sync_fd, devnull];
+    let mut keep: Vec<RawFd> = vec![0, 1, 2, plan.confinement.sync_fd, devnull];
     keep.extend(&plan.cgroup_procs_fds);
     keep.extend(plan.join_ns.iter().map(|(fd, _)| *fd));
-    keep.extend(plan.stdio);
-    keep.extend(plan.userns_fd);
+    keep.extend(plan.confinement.stdio);
+    keep.extend(plan.confinement.userns_fd);
     super::close_all_except(&mut keep);
     for i in 0..3 {
         let _ = sys.dup2(devnull, i);
     }
     if let Err(err) = exec_join(&sys, plan) {
-        return report(&sys, plan.sync_fd, InitOutcome::Failed(err));
+        return report(&sys, plan.confinement.sync_fd, InitOutcome::Failed(err));
     }
     // SAFETY: the attacher is single-threaded; the child runs the prebuilt plan and _exits.
     let child = unsafe { libc::fork() };
     if child < 0 {
         return report(
             &sys,
-            plan.sync_fd,
+            plan.confinement.sync_fd,
             InitOutcome::Failed(InitError {
                 step: "fork",
                 errno: Errno::last(),
@@ -225,7 +194,7 @@ fn attacher(plan: &ExecPlan, devnull: RawFd) -> i32 {
     if child == 0 {
         let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let out = exec_finish(&sys, plan);
-            report(&sys, plan.sync_fd, out)
+            report(&sys, plan.confinement.sync_fd, out)
         }))
         .unwrap_or(101);
         // SAFETY: leaving the forked child.
@@ -261,36 +230,38 @@ mod tests {
 
     fn plan() -> ExecPlan {
         ExecPlan {
-            sync_fd: 3,
             cgroup_procs_fds: vec![10],
             join_ns: EXEC_NAMESPACES
                 .iter()
                 .enumerate()
                 .map(|(i, (_, f))| (20 + i as RawFd, *f))
                 .collect(),
-            userns_fd: Some(40),
             rlimits: vec![(libc::RLIMIT_NOFILE, 1024, 1024)],
-            no_new_privs: true,
-            caps: capabilities::plan(&CapabilitiesSpec::default(), false, 0).unwrap(),
-            uid: 0,
-            gid: 0,
-            groups: vec![],
-            cwd: "/".into(),
             argv: vec![CString::new("sh").unwrap()],
             env: vec![],
-            exec_candidates: vec!["/bin/sh".into()],
-            stdio: [30, 31, 32],
-            seccomp: vec![vec![seccompiler::sock_filter {
-                code: 6,
-                jt: 0,
-                jf: 0,
-                k: 0x7fff_0000,
-            }]],
-            landlock: Some(LandlockSpec {
-                allowed_executables: vec!["/bin/httpd".into()],
-                writable_paths: None,
-                best_effort: false,
-            }),
+            confinement: Confinement {
+                sync_fd: 3,
+                userns_fd: Some(40),
+                landlock: Some(LandlockSpec {
+                    allowed_executables: vec!["/bin/httpd".into()],
+                    writable_paths: None,
+                    best_effort: false,
+                }),
+                no_new_privs: true,
+                seccomp: vec![vec![seccompiler::sock_filter {
+                    code: 6,
+                    jt: 0,
+                    jf: 0,
+                    k: 0x7fff_0000,
+                }]],
+                caps: capabilities::plan(&CapabilitiesSpec::default(), false, 0).unwrap(),
+                uid: 0,
+                gid: 0,
+                groups: vec![],
+                cwd: "/".into(),
+                stdio: [30, 31, 32],
+                exec_candidates: vec!["/bin/sh".into()],
+            },
         }
     }
 
@@ -366,8 +337,8 @@ mod tests {
     fn exec_without_user_namespace_or_no_new_privs() {
         let sys = RecordingSyscall::new();
         let mut p = plan();
-        p.userns_fd = None;
-        p.no_new_privs = false;
+        p.confinement.userns_fd = None;
+        p.confinement.no_new_privs = false;
         exec_join(&sys, &p).unwrap();
         exec_finish(&sys, &p);
         let calls = sys.calls();

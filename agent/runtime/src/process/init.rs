@@ -16,8 +16,6 @@ use crate::syscall::Syscall;
 /// Everything init needs, computed by main before the fork (no lookups happen in the child).
 #[derive(Debug, Clone)]
 pub struct InitPlan {
-    /// Child end of the sync socketpair (`O_CLOEXEC`: EOF at main means exec succeeded).
-    pub sync_fd: RawFd,
     /// `cgroup.procs` of each hierarchy, opened write-only by main.
     pub cgroup_procs_fds: Vec<RawFd>,
     /// Namespaces to join (the pod sandbox's net/ipc/uts).
@@ -34,24 +32,10 @@ pub struct InitPlan {
     pub readonly_root: bool,
     /// (resource, soft, hard), already clamped to the agent's own hard limits.
     pub rlimits: Vec<(libc::__rlimit_resource_t, u64, u64)>,
-    pub no_new_privs: bool,
-    pub caps: CapPlan,
-    pub uid: u32,
-    pub gid: u32,
-    pub groups: Vec<u32>,
-    pub cwd: PathBuf,
     pub argv: Vec<CString>,
     pub env: Vec<CString>,
-    /// Where to look for `argv[0]` inside the container, in order.
-    pub exec_candidates: Vec<PathBuf>,
-    /// stdin, stdout, stderr for the command.
-    pub stdio: [RawFd; 3],
-    /// A user namespace (created and mapped by main) to enter after the filesystem is done.
-    pub userns_fd: Option<RawFd>,
-    /// Seccomp filters to install (empty: unconfined).
-    pub seccomp: Vec<seccompiler::BpfProgram>,
-    /// Executable allow-list / writable paths (Landlock).
-    pub landlock: Option<crate::landlock::LandlockSpec>,
+    /// How the command is confined: shared with `exec` (an exec'd process gets exactly this).
+    pub confinement: Confinement,
 }
 
 /// Which step failed, with the errno.
@@ -117,13 +101,13 @@ fn setup(sys: &dyn Syscall, plan: &InitPlan) -> Result<CString, InitError> {
     for (res, soft, hard) in &plan.rlimits {
         sys.setrlimit(*res, *soft, *hard).map_err(e("setrlimit"))?;
     }
-    if plan.no_new_privs {
+    if plan.confinement.no_new_privs {
         sys.set_no_new_privs().map_err(e("no_new_privs"))?;
     }
     // 6. Tell main we are ready (before seccomp: this needs socket calls) and wait for start.
-    sys.send_sync(plan.sync_fd, &SyncMsg::InitReady)
+    sys.send_sync(plan.confinement.sync_fd, &SyncMsg::InitReady)
         .map_err(e("send ready"))?;
-    match sys.recv_sync(plan.sync_fd) {
+    match sys.recv_sync(plan.confinement.sync_fd) {
         Ok(SyncMsg::Start) => {}
         Ok(_) => {
             return Err(InitError {
@@ -138,50 +122,37 @@ fn setup(sys: &dyn Syscall, plan: &InitPlan) -> Result<CString, InitError> {
             })
         }
     }
-    confine(sys, &plan.confinement())
+    confine(sys, &plan.confinement)
 }
 
 /// The process-confinement tail shared by the container init and `exec`
 /// ([`super::exec`]): user namespace, Landlock, seccomp, capabilities, ids, cwd, stdio, fds,
 /// command lookup. Everything a process inside the container ends up with is decided here, so
 /// an exec'd process can never get more than the container's init.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Confinement<'a> {
+#[derive(Debug, Clone)]
+pub struct Confinement {
+    /// Child end of the sync socketpair (`O_CLOEXEC`: EOF at main means exec succeeded).
+    pub sync_fd: RawFd,
+    /// A user namespace (created and mapped by main) to enter after the filesystem is done.
     pub userns_fd: Option<RawFd>,
-    pub landlock: Option<&'a crate::landlock::LandlockSpec>,
+    /// Executable allow-list / writable paths (Landlock).
+    pub landlock: Option<crate::landlock::LandlockSpec>,
     pub no_new_privs: bool,
-    pub seccomp: &'a [seccompiler::BpfProgram],
+    /// Seccomp filters to install (empty: unconfined).
+    pub seccomp: Vec<seccompiler::BpfProgram>,
     pub caps: CapPlan,
     pub uid: u32,
     pub gid: u32,
-    pub groups: &'a [u32],
-    pub cwd: &'a std::path::Path,
+    pub groups: Vec<u32>,
+    pub cwd: PathBuf,
+    /// stdin, stdout, stderr for the command.
     pub stdio: [RawFd; 3],
-    pub sync_fd: RawFd,
-    pub exec_candidates: &'a [PathBuf],
-}
-
-impl InitPlan {
-    pub(crate) fn confinement(&self) -> Confinement<'_> {
-        Confinement {
-            userns_fd: self.userns_fd,
-            landlock: self.landlock.as_ref(),
-            no_new_privs: self.no_new_privs,
-            seccomp: &self.seccomp,
-            caps: self.caps,
-            uid: self.uid,
-            gid: self.gid,
-            groups: &self.groups,
-            cwd: &self.cwd,
-            stdio: self.stdio,
-            sync_fd: self.sync_fd,
-            exec_candidates: &self.exec_candidates,
-        }
-    }
+    /// Where to look for `argv[0]` inside the container, in order.
+    pub exec_candidates: Vec<PathBuf>,
 }
 
 /// Steps 7-11 of the init sequence (see [`Confinement`]); returns the command's path.
-pub(crate) fn confine(sys: &dyn Syscall, c: &Confinement<'_>) -> Result<CString, InitError> {
+pub(crate) fn confine(sys: &dyn Syscall, c: &Confinement) -> Result<CString, InitError> {
     // 7. hostUsers: false: enter the user namespace now. Every namespace and mount was made by
     //    host root and stays owned by the host user namespace; the container's root has
     //    capabilities only inside its own (empty) user namespace.
@@ -193,12 +164,12 @@ pub(crate) fn confine(sys: &dyn Syscall, c: &Confinement<'_>) -> Result<CString,
     // 7a. Landlock: the paths are the container's now; before seccomp (whose profile does not
     //    allow the landlock syscalls) and, without no_new_privs, while we still have
     //    CAP_SYS_ADMIN. The command itself must be on the allow-list.
-    if let Some(ll) = c.landlock {
+    if let Some(ll) = &c.landlock {
         sys.landlock_restrict(ll).map_err(e("landlock"))?;
     }
     // 7b. Without no_new_privs, seccomp needs CAP_SYS_ADMIN: load it before dropping caps.
     if !c.no_new_privs {
-        for f in c.seccomp {
+        for f in &c.seccomp {
             sys.apply_seccomp(f).map_err(e("seccomp (early)"))?;
         }
     }
@@ -207,10 +178,10 @@ pub(crate) fn confine(sys: &dyn Syscall, c: &Confinement<'_>) -> Result<CString,
     sys.drop_bounding_caps(c.caps.bounding)
         .map_err(e("drop bounding caps"))?;
     sys.set_keep_caps(true).map_err(e("keepcaps"))?;
-    sys.setgroups(c.groups).map_err(e("setgroups"))?;
+    sys.setgroups(&c.groups).map_err(e("setgroups"))?;
     sys.setresgid(c.gid).map_err(e("setresgid"))?;
     sys.setresuid(c.uid).map_err(e("setresuid"))?;
-    sys.chdir(c.cwd).map_err(e("chdir cwd"))?;
+    sys.chdir(&c.cwd).map_err(e("chdir cwd"))?;
     verify_cwd(sys)?;
     sys.set_keep_caps(false).map_err(e("keepcaps"))?;
     sys.set_caps(c.caps.effective, c.caps.permitted, c.caps.inheritable)
@@ -225,11 +196,11 @@ pub(crate) fn confine(sys: &dyn Syscall, c: &Confinement<'_>) -> Result<CString,
     sys.verify_fds(c.sync_fd).map_err(e("verify fds"))?;
     // 10. Find the command inside the container (never through a magic link or procfs).
     let path = sys
-        .resolve_exec(c.exec_candidates)
+        .resolve_exec(&c.exec_candidates)
         .map_err(e("resolve command"))?;
     // 11. With no_new_privs, seccomp as late as possible, right before execve.
     if c.no_new_privs {
-        for f in c.seccomp {
+        for f in &c.seccomp {
             sys.apply_seccomp(f).map_err(e("seccomp"))?;
         }
     }
@@ -262,7 +233,6 @@ mod tests {
 
     fn plan() -> InitPlan {
         InitPlan {
-            sync_fd: 3,
             cgroup_procs_fds: vec![10, 11],
             join_ns: vec![(20, CloneFlags::CLONE_NEWNET)],
             unshare: CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWCGROUP,
@@ -279,28 +249,31 @@ mod tests {
             readonly_paths: vec!["/proc/sys".into()],
             readonly_root: true,
             rlimits: vec![(libc::RLIMIT_NOFILE, 1024, 1024)],
-            no_new_privs: true,
-            caps: capabilities::plan(&CapabilitiesSpec::default(), false, 1000).unwrap(),
-            uid: 1000,
-            gid: 1000,
-            groups: vec![1000, 5],
-            cwd: "/work".into(),
             argv: vec![CString::new("/bin/true").unwrap()],
             env: vec![],
-            exec_candidates: vec!["/bin/true".into()],
-            stdio: [30, 31, 32],
-            userns_fd: Some(40),
-            seccomp: vec![vec![seccompiler::sock_filter {
-                code: 6,
-                jt: 0,
-                jf: 0,
-                k: 0x7fff_0000,
-            }]],
-            landlock: Some(crate::landlock::LandlockSpec {
-                allowed_executables: vec!["/bin/true".into()],
-                writable_paths: None,
-                best_effort: false,
-            }),
+            confinement: Confinement {
+                sync_fd: 3,
+                userns_fd: Some(40),
+                landlock: Some(crate::landlock::LandlockSpec {
+                    allowed_executables: vec!["/bin/true".into()],
+                    writable_paths: None,
+                    best_effort: false,
+                }),
+                no_new_privs: true,
+                seccomp: vec![vec![seccompiler::sock_filter {
+                    code: 6,
+                    jt: 0,
+                    jf: 0,
+                    k: 0x7fff_0000,
+                }]],
+                caps: capabilities::plan(&CapabilitiesSpec::default(), false, 1000).unwrap(),
+                uid: 1000,
+                gid: 1000,
+                groups: vec![1000, 5],
+                cwd: "/work".into(),
+                stdio: [30, 31, 32],
+                exec_candidates: vec!["/bin/true".into()],
+            },
         }
     }
 
@@ -397,7 +370,7 @@ mod tests {
     fn seccomp_goes_early_without_no_new_privs() {
         let sys = RecordingSyscall::new();
         let mut p = plan();
-        p.no_new_privs = false;
+        p.confinement.no_new_privs = false;
         container_init(&sys, &p);
         let names = sys.names();
         assert!(!names.contains(&"set_no_new_privs".to_string()));

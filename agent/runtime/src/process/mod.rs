@@ -107,19 +107,19 @@ fn close_all_except(keep: &mut Vec<RawFd>) {
 fn supervisor(req: &SpawnRequest<'_>) -> i32 {
     let sys = LinuxSyscall;
     let plan = req.plan;
-    let mut keep: Vec<RawFd> = vec![0, 1, 2, plan.sync_fd, req.devnull];
+    let mut keep: Vec<RawFd> = vec![0, 1, 2, plan.confinement.sync_fd, req.devnull];
     keep.extend(&plan.cgroup_procs_fds);
     keep.extend(plan.join_ns.iter().map(|(fd, _)| *fd));
-    keep.extend(plan.stdio);
+    keep.extend(plan.confinement.stdio);
     keep.extend(req.join_pidns);
-    keep.extend(plan.userns_fd);
+    keep.extend(plan.confinement.userns_fd);
     close_all_except(&mut keep);
     for i in 0..3 {
         let _ = sys.dup2(req.devnull, i);
     }
     let fail = |step: &str, errno: Errno| {
         let _ = sys.send_sync(
-            plan.sync_fd,
+            plan.confinement.sync_fd,
             &SyncMsg::Error {
                 step: format!("supervisor: {step}"),
                 message: errno.desc().to_string(),
@@ -152,7 +152,7 @@ fn supervisor(req: &SpawnRequest<'_>) -> i32 {
                 match container_init(&sys, plan) {
                     InitOutcome::Failed(err) => {
                         let _ = sys.send_sync(
-                            plan.sync_fd,
+                            plan.confinement.sync_fd,
                             &SyncMsg::Error {
                                 step: err.step.to_string(),
                                 message: err.errno.desc().to_string(),
@@ -161,7 +161,7 @@ fn supervisor(req: &SpawnRequest<'_>) -> i32 {
                         1
                     }
                     InitOutcome::ExecFailed(m) => {
-                        let _ = sys.send_sync(plan.sync_fd, &SyncMsg::ExecFailed(m));
+                        let _ = sys.send_sync(plan.confinement.sync_fd, &SyncMsg::ExecFailed(m));
                         127
                     }
                 }
@@ -170,7 +170,10 @@ fn supervisor(req: &SpawnRequest<'_>) -> i32 {
         // SAFETY: leaving the forked child.
         unsafe { libc::_exit(code) };
     }
-    let _ = sys.send_sync(plan.sync_fd, &SyncMsg::SupervisorReady { init_pid: child });
+    let _ = sys.send_sync(
+        plan.confinement.sync_fd,
+        &SyncMsg::SupervisorReady { init_pid: child },
+    );
     // Everything but stdio goes: main must see EOF on the sync socket when init execs.
     close_all_except(&mut vec![0, 1, 2]);
     let mut status = 0;

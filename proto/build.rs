@@ -3,6 +3,7 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto = "kapsel/v1/component.proto";
     println!("cargo:rerun-if-changed={proto}");
+    println!("cargo:rerun-if-changed=build.rs");
     let fds = protox::compile([proto], ["."])?;
     tonic_prost_build::configure()
         .build_server(true)

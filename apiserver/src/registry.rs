@@ -11,7 +11,7 @@ use serde_json::Value;
 use kapsel_api::codec::{self, DecodeError};
 use kapsel_api::{
     ApiObject, ClusterRole, ClusterRoleBinding, ConfigMap, Deployment, Endpoints, ErrorList, Event,
-    Lease, LimitRange, Namespace, Node, Pod, ReplicaSet, ResourceQuota, Role, RoleBinding, Secret,
+    ImageProfile, Lease, LimitRange, Namespace, Node, Pod, ReplicaSet, ResourceQuota, Role, RoleBinding, Secret,
     Service,
 };
 
@@ -155,7 +155,7 @@ macro_rules! def {
 const ALL: &[&str] = &["all"];
 const NONE: &[&str] = &[];
 
-static DEFS: [ResourceDef; 17] = [
+static DEFS: [ResourceDef; 18] = [
     def!(Namespace, cats: NONE, subs: &["status", "finalize"], fields: &["status.phase"], spec: true, status: true),
     def!(Node, cats: NONE, subs: &["status"], fields: &["spec.unschedulable"], spec: true, status: true),
     def!(Pod, cats: ALL, subs: &["status", "binding"],
@@ -180,6 +180,7 @@ static DEFS: [ResourceDef; 17] = [
     def!(ClusterRole, cats: NONE, subs: NONE, fields: NONE, spec: false, status: false),
     def!(RoleBinding, cats: NONE, subs: NONE, fields: NONE, spec: false, status: false),
     def!(ClusterRoleBinding, cats: NONE, subs: NONE, fields: NONE, spec: false, status: false),
+    def!(ImageProfile, cats: NONE, subs: NONE, fields: NONE, spec: true, status: false),
 ];
 
 /// Every served resource.
@@ -254,7 +255,8 @@ mod tests {
                 ("", "v1"),
                 ("apps", "v1"),
                 ("coordination.k8s.io", "v1"),
-                ("rbac.authorization.k8s.io", "v1")
+                ("rbac.authorization.k8s.io", "v1"),
+                ("kapsel.dev", "v1")
             ]
         );
     }

@@ -366,6 +366,8 @@ fn node_rules() -> Vec<PolicyRule> {
         rule(&[""], &["pods/status"], &["get", "patch", "update"]),
         rule(&[""], &["services", "endpoints"], READ),
         rule(&[""], &["secrets", "configmaps"], &["get"]),
+        // The agent applies the ImageProfile matching each container's image.
+        rule(&["kapsel.dev"], &["imageprofiles"], READ),
         rule(
             &["coordination.k8s.io"],
             &["leases"],

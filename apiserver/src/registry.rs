@@ -11,8 +11,8 @@ use serde_json::Value;
 use kapsel_api::codec::{self, DecodeError};
 use kapsel_api::{
     ApiObject, ClusterRole, ClusterRoleBinding, ConfigMap, Deployment, Endpoints, ErrorList, Event,
-    ImageProfile, Lease, LimitRange, Namespace, Node, Pod, ReplicaSet, ResourceQuota, Role, RoleBinding, Secret,
-    Service,
+    ImageProfile, Lease, LimitRange, Namespace, Node, Pod, ReplicaSet, ResourceQuota, Role,
+    RoleBinding, Secret, Service,
 };
 
 /// Kind-specific operations on JSON objects.

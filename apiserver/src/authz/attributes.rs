@@ -50,7 +50,7 @@ impl Attributes {
 /// Namespace subresources: `/namespaces/x/status` is the namespace `x`, not a collection.
 const NAMESPACE_SUBRESOURCES: [&str; 2] = ["status", "finalize"];
 
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -137,6 +137,11 @@ pub fn request_attributes(method: &str, path: &str, query: Option<&str>) -> Attr
         }
         [] => {}
     }
+    // Connect subresources: `create` whatever the method, as a websocket upgrade is a GET
+    // (Kubernetes 1.31+ asks for `create` on pods/exec for both).
+    if matches!(a.subresource.as_str(), "exec" | "attach" | "portforward") && a.verb == "get" {
+        a.verb = "create".into();
+    }
     let watch = query_param(query, "watch").is_some_and(|v| v == "true" || v == "1");
     if a.name.is_empty() && a.verb == "get" {
         a.verb = if watch { "watch" } else { "list" }.into();
@@ -169,6 +174,26 @@ mod tests {
         // (method, uri, verb, group, namespace, resource, subresource, name)
         let table = [
             ("GET", "/api/v1/pods", "list", "", "", "pods", "", ""),
+            (
+                "GET",
+                "/api/v1/namespaces/a/pods/web/exec?command=sh",
+                "create",
+                "",
+                "a",
+                "pods",
+                "exec",
+                "web",
+            ),
+            (
+                "POST",
+                "/api/v1/namespaces/a/pods/web/exec?command=sh",
+                "create",
+                "",
+                "a",
+                "pods",
+                "exec",
+                "web",
+            ),
             (
                 "GET",
                 "/api/v1/pods?watch=true",

@@ -46,6 +46,9 @@ use kapsel_proto::v1::{
 use kapsel_proto::{NodeAgent, NodeAgentServer};
 
 mod events;
+mod exec;
+
+pub use exec::EXEC_LABEL;
 
 /// The namespace of node leases (as Kubernetes).
 pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
@@ -87,7 +90,20 @@ pub enum RelayError {
 #[derive(Debug)]
 enum LogPiece {
     Data(Bytes),
-    Error { code: u16, message: String },
+    Error {
+        code: u16,
+        message: String,
+    },
+    /// Exec output (stream 1 stdout, 2 stderr).
+    Out {
+        stream: u8,
+        data: Bytes,
+    },
+    /// The exec'd process ended; `message` is set when it could not be started.
+    Exit {
+        code: i32,
+        message: String,
+    },
 }
 
 struct AgentConn {
@@ -167,6 +183,7 @@ impl AgentRegistry {
             limit_bytes: q.limit_bytes.unwrap_or(-1),
             cancel: false,
             proxy_path: q.proxy_path.clone(),
+            ..Default::default()
         };
         if tx.send(Ok(req)).await.is_err() {
             lock(&pending).remove(&id);
@@ -178,7 +195,8 @@ impl AgentRegistry {
             Some(LogPiece::Error { code, message }) => {
                 return Err(RelayError::Agent { code, message })
             }
-            Some(LogPiece::Data(b)) => b,
+            Some(LogPiece::Data(b)) | Some(LogPiece::Out { data: b, .. }) => b,
+            Some(LogPiece::Exit { .. }) => Bytes::new(),
         };
         Ok(RelayedLog {
             first: (!first.is_empty()).then_some(first),
@@ -186,6 +204,115 @@ impl AgentRegistry {
             cancel: Some((tx, pending, id)),
             node: node.to_string(),
         })
+    }
+}
+
+/// What `kapsel exec` / `kubectl exec` asks for.
+#[derive(Clone, Debug, Default)]
+pub struct ExecQuery {
+    pub namespace: String,
+    pub pod: String,
+    pub container: String,
+    pub command: Vec<String>,
+    pub stdin: bool,
+}
+
+/// What a relayed exec yields.
+#[derive(Debug)]
+pub enum ExecEvent {
+    /// Output of stream 1 (stdout) or 2 (stderr).
+    Output { stream: u8, data: Bytes },
+    /// The process ended (`message`: why it could not be started, if so).
+    Exit { code: i32, message: String },
+}
+
+/// An exec running on an agent. Dropping it kills the process (cancels the request).
+pub struct RelayedExec {
+    rx: mpsc::Receiver<LogPiece>,
+    tx: mpsc::Sender<Result<LogRequest, Status>>,
+    cancel: Option<CancelHandle>,
+    id: u64,
+}
+
+impl RelayedExec {
+    /// The next output or the exit; `None` when the agent went away.
+    pub async fn next(&mut self) -> Option<ExecEvent> {
+        loop {
+            return match self.rx.recv().await? {
+                LogPiece::Out { stream, data } => Some(ExecEvent::Output { stream, data }),
+                LogPiece::Data(b) if b.is_empty() => continue,
+                LogPiece::Data(data) => Some(ExecEvent::Output { stream: 1, data }),
+                LogPiece::Exit { code, message } => Some(ExecEvent::Exit { code, message }),
+                LogPiece::Error { message, .. } => Some(ExecEvent::Exit { code: 1, message }),
+            };
+        }
+    }
+
+    /// Send stdin to the process (`eof`: close its stdin).
+    pub async fn stdin(&self, data: Vec<u8>, eof: bool) {
+        let _ = self
+            .tx
+            .send(Ok(LogRequest {
+                request_id: self.id,
+                stdin: data,
+                stdin_eof: eof,
+                ..Default::default()
+            }))
+            .await;
+    }
+}
+
+impl Drop for RelayedExec {
+    fn drop(&mut self) {
+        if let Some((tx, pending, id)) = self.cancel.take() {
+            if lock(&pending).remove(&id).is_some() {
+                let _ = tx.try_send(Ok(LogRequest {
+                    request_id: id,
+                    cancel: true,
+                    ..Default::default()
+                }));
+            }
+        }
+    }
+}
+
+impl AgentRegistry {
+    /// Start `q.command` in a container on `node`'s agent. Resolves once the agent accepted
+    /// (or refused) it.
+    pub async fn exec(&self, node: &str, q: &ExecQuery) -> Result<RelayedExec, RelayError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let (ptx, mut prx) = mpsc::channel(64);
+        let (tx, pending) = {
+            let agents = lock(&self.agents);
+            let a = agents
+                .get(node)
+                .ok_or_else(|| RelayError::NotConnected(node.to_string()))?;
+            lock(&a.pending).insert(id, ptx);
+            (a.tx.clone(), a.pending.clone())
+        };
+        let req = LogRequest {
+            request_id: id,
+            namespace: q.namespace.clone(),
+            pod: q.pod.clone(),
+            container: q.container.clone(),
+            exec_command: q.command.clone(),
+            exec_stdin: q.stdin,
+            ..Default::default()
+        };
+        if tx.send(Ok(req)).await.is_err() {
+            lock(&pending).remove(&id);
+            return Err(RelayError::AgentGone(node.to_string()));
+        }
+        match prx.recv().await {
+            None => Err(RelayError::AgentGone(node.to_string())),
+            Some(LogPiece::Error { code, message }) => Err(RelayError::Agent { code, message }),
+            Some(_) => Ok(RelayedExec {
+                rx: prx,
+                tx: tx.clone(),
+                cancel: Some((tx, pending, id)),
+                id,
+            }),
+        }
     }
 }
 
@@ -213,6 +340,8 @@ impl Stream for RelayedLog {
             Poll::Pending => Poll::Pending,
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Ready(Some(LogPiece::Data(b))) => Poll::Ready(Some(Ok(b))),
+            Poll::Ready(Some(LogPiece::Out { data, .. })) => Poll::Ready(Some(Ok(data))),
+            Poll::Ready(Some(LogPiece::Exit { .. })) => Poll::Ready(None),
             Poll::Ready(Some(LogPiece::Error { code, message })) => {
                 let _ = &self.node;
                 Poll::Ready(Some(Err(RelayError::Agent { code, message })))
@@ -859,7 +988,17 @@ impl NodeAgent for ComponentService {
                 };
                 let sender = lock(&pending).get(&d.request_id).cloned();
                 let Some(sender) = sender else { continue };
-                let piece = if d.error.is_empty() {
+                let piece = if d.exited {
+                    LogPiece::Exit {
+                        code: d.exit_code,
+                        message: d.error,
+                    }
+                } else if d.stream != 0 {
+                    LogPiece::Out {
+                        stream: u8::try_from(d.stream).unwrap_or(2),
+                        data: Bytes::from(d.data),
+                    }
+                } else if d.error.is_empty() {
                     LogPiece::Data(Bytes::from(d.data))
                 } else {
                     LogPiece::Error {
@@ -964,6 +1103,10 @@ pub fn mount(
         .route(
             "/api/v1/nodes/{name}/proxy/{*path}",
             axum::routing::get(node_proxy),
+        )
+        .route(
+            "/api/v1/namespaces/{ns}/pods/{name}/exec",
+            axum::routing::get(exec::pod_exec).post(exec::pod_exec),
         )
         .with_state(state);
     let m = "/apis/metrics.k8s.io/v1beta1";

@@ -84,6 +84,10 @@ pub struct AgentConfig {
     /// The pod network (bridge, veth per pod, host-gw routes); `None`: every pod keeps an
     /// isolated network namespace with only `lo` (and no pod IP).
     pub pod_network: Option<crate::net::PodNetworkOpts>,
+    /// How long a terminating pod waits, before preStop/SIGTERM, for every Ready node's service
+    /// proxy to stop routing to it (capped by its grace period; zero: no wait). See
+    /// [`crate::handoff`].
+    pub endpoint_handoff_timeout: Duration,
 }
 
 impl AgentConfig {
@@ -120,6 +124,7 @@ impl AgentConfig {
             image_gc_period: Duration::from_secs(300),
             node_ip: None,
             pod_network: None,
+            endpoint_handoff_timeout: Duration::from_secs(10),
         }
     }
 

@@ -16,6 +16,7 @@ pub mod control;
 pub mod env;
 pub mod error;
 pub mod evict;
+pub mod handoff;
 pub mod hollow;
 pub mod images;
 pub mod logs;
@@ -68,6 +69,11 @@ impl Agent {
             (Some(o), false) => Some(net::PodNetwork::from_agent(o, &cfg, &host_ip)?),
             _ => None,
         };
+        // The REST client of the endpoint hand-off (only where a service proxy runs).
+        let api = match &net {
+            Some(_) => Some(net::api_client(&cfg, cp.as_ref())?),
+            None => None,
+        };
         Ok(Agent {
             ctx: Arc::new(sync::Ctx {
                 cfg: Arc::new(cfg),
@@ -82,6 +88,7 @@ impl Agent {
                 host_ip,
                 pod_images: Mutex::default(),
                 net,
+                api,
             }),
         })
     }
@@ -135,7 +142,13 @@ impl Agent {
         if let Some(n) = &ctx.net {
             tasks.spawn(n.clone().run(net::api_client(&ctx.cfg, ctx.cp.as_ref())?));
             // Services: the node's nftables table ip kapsel-svc (net::proxy).
-            let (programmed, _) = tokio::sync::watch::channel(net::proxy::Programmed::default());
+            let (programmed, rx) = tokio::sync::watch::channel(net::proxy::Programmed::default());
+            // What it has programmed, published on the Node for the endpoint hand-off.
+            tasks.spawn(handoff::publish(
+                net::api_client(&ctx.cfg, ctx.cp.as_ref())?,
+                ctx.cfg.node_name.clone(),
+                rx,
+            ));
             tasks.spawn(net::proxy::run(
                 net::api_client(&ctx.cfg, ctx.cp.as_ref())?,
                 ctx.cfg.node_name.clone(),

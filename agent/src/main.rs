@@ -90,6 +90,10 @@ struct Args {
     /// Run with the fake (hollow) runtime: containers are reported running, nothing runs.
     #[arg(long)]
     hollow: bool,
+    /// Seconds a terminating pod waits, before preStop/SIGTERM, for every Ready node's service
+    /// proxy to stop routing to it (capped by its grace period; 0 turns the hand-off off).
+    #[arg(long, default_value_t = 10.0)]
+    endpoint_handoff_timeout_seconds: f64,
 }
 
 fn secs(s: f64) -> Duration {
@@ -133,6 +137,8 @@ async fn main() -> anyhow::Result<()> {
     cfg.eviction_memory_available = parse_bytes(&a.eviction_memory_available)?;
     cfg.hollow = a.hollow;
     cfg.node_ip = a.node_ip.clone();
+    cfg.endpoint_handoff_timeout =
+        Duration::from_secs_f64(a.endpoint_handoff_timeout_seconds.max(0.0));
     if !a.no_pod_network {
         cfg.pod_network = Some(kapsel_agent::net::PodNetworkOpts {
             cluster_cidr: a.cluster_cidr.clone(),

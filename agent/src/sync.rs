@@ -64,6 +64,8 @@ pub struct Ctx {
     pub pod_images: Mutex<HashMap<String, Vec<String>>>,
     /// The pod network (`None`: hollow, or turned off; pods then have only `lo`).
     pub net: Option<Arc<crate::net::PodNetwork>>,
+    /// REST client of the endpoint hand-off ([`crate::handoff`]); `None` without a pod network.
+    pub api: Option<kapsel_api::client::Client>,
 }
 
 impl Ctx {
@@ -1030,6 +1032,7 @@ impl Worker {
             tracing::warn!(error = %e, "refresh before termination");
         }
         let deadline = Instant::now() + grace;
+        self.hand_off(pod, grace).await;
         let mut stops = Vec::new();
         for i in self
             .instances
@@ -1111,6 +1114,44 @@ impl Worker {
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }
             }
+        }
+    }
+
+    /// Before preStop/SIGTERM: wait until no node's service proxy routes new connections to the
+    /// pod ([`crate::handoff`]), bounded by `min(--endpoint-handoff-timeout, grace)`. Counts
+    /// against the grace period, like preStop.
+    async fn hand_off(&mut self, pod: &Pod, grace: Duration) {
+        let limit = crate::handoff::bound(self.ctx.cfg.endpoint_handoff_timeout, grace);
+        let running = self
+            .instances
+            .iter()
+            .any(|i| !matches!(i.state, InstanceState::Exited { .. }));
+        let Some(api) = self.ctx.api.clone() else {
+            return;
+        };
+        if limit.is_zero() || !running {
+            return;
+        }
+        let ip = self.pod_ip.clone().or_else(|| {
+            pod.status
+                .as_ref()
+                .and_then(|s| s.pod_ip.clone())
+                .filter(|ip| !ip.is_empty())
+        });
+        let started = Instant::now();
+        let state = crate::handoff::wait(&api, pod, ip.as_deref(), limit).await;
+        let took = started.elapsed();
+        if state == crate::handoff::Handoff::Done {
+            tracing::info!(pod = %self.pod_name(), ?took, "endpoint hand-off done: no proxy routes to the pod");
+        } else {
+            let msg = format!(
+                "stopping the pod after {:.1} s although {}",
+                took.as_secs_f64(),
+                crate::handoff::describe(&state)
+            );
+            tracing::warn!(pod = %self.pod_name(), "endpoint hand-off bound hit: {msg}");
+            self.ctx
+                .event(pod, "Warning", "EndpointHandoffTimeout", msg);
         }
     }
 

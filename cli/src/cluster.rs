@@ -103,6 +103,10 @@ pub struct AgentOpts {
     pub eviction_memory_available: String,
     #[arg(long, default_value_t = 110)]
     pub max_pods: u32,
+    /// Seconds a terminating pod waits, before preStop/SIGTERM, for every Ready node's service
+    /// proxy to stop routing to it (capped by its grace period; 0 turns the hand-off off).
+    #[arg(long, default_value_t = 10.0)]
+    pub endpoint_handoff_timeout_seconds: f64,
 }
 
 #[derive(Debug, Args)]
@@ -417,6 +421,8 @@ fn build_agent(
     cfg.eviction_memory_available = parse_bytes(&opts.eviction_memory_available)?;
     cfg.hollow = opts.hollow;
     cfg.node_ip = opts.node_ip.clone();
+    cfg.endpoint_handoff_timeout =
+        Duration::from_secs_f64(opts.endpoint_handoff_timeout_seconds.max(0.0));
     if !opts.no_pod_network {
         cfg.pod_network = Some(kapsel_agent::net::PodNetworkOpts {
             cluster_cidr: opts.cluster_cidr.clone(),

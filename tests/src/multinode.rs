@@ -697,6 +697,37 @@ impl Cluster {
         .expect("listener thread")
     }
 
+    /// Accept TCP connections on `port` in the "internet" netns for `window`, in a thread,
+    /// closing each at once; the peers' addresses arrive on the returned channel. Busybox
+    /// `nc -w` is a connect timeout only: after its stdin ends a client waits for the far end
+    /// to close, so the accepts must run while the client does.
+    pub fn internet_accepts(
+        &self,
+        port: u16,
+        window: Duration,
+    ) -> std::sync::mpsc::Receiver<std::net::SocketAddr> {
+        let listener = self.internet_listener(port);
+        listener
+            .set_nonblocking(true)
+            .expect("nonblocking listener");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + window;
+            while std::time::Instant::now() < deadline {
+                match listener.accept() {
+                    Ok((s, peer)) => {
+                        drop(s);
+                        if tx.send(peer).is_err() {
+                            return;
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        rx
+    }
+
     /// Start (or restart) node `i`'s agent.
     pub fn start_agent(&mut self, i: usize) {
         let url = self.url().to_string();

@@ -353,25 +353,19 @@ spec:
 
     // egress to the "internet" is masqueraded: the far end sees the node's IP
     let inet = c.internet.as_ref().unwrap().ip;
-    let listener = c.internet_listener(9000);
-    listener.set_nonblocking(true).unwrap();
+    let peers = c.internet_accepts(9000, Duration::from_secs(60));
     for p in &web {
         let o = c.pod_exec(p, &format!("echo hello | busybox nc -w 3 {inet} 9000"));
         let node_ip = c.nodes[c.node_of(p)].ip;
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        let peer = loop {
-            match listener.accept() {
-                Ok((_s, peer)) => break peer,
-                Err(_) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(50))
-                }
-                Err(e) => panic!(
+        let peer = peers
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|e| {
+                panic!(
                     "no connection from {} ({e}); nc: {}",
                     p.metadata.name(),
                     String::from_utf8_lossy(&o.stderr)
-                ),
-            }
-        };
+                )
+            });
         assert_eq!(
             peer.ip().to_string(),
             node_ip.to_string(),

@@ -82,15 +82,17 @@ fn run(cmd: &str) -> Output {
         .unwrap_or_else(|e| panic!("{cmd}: {e}"))
 }
 
-/// A process of the pod's container: in the pod's netns, with a root of its own.
+/// A process of the pod's container: in the pod's netns, in a mount namespace of its own
+/// (`/proc/PID/root` of a pivoted container reads as `/`, so the mount namespace tells).
 fn container_pid(c: &Cluster, pod: &Pod) -> Option<u32> {
     let ino = std::fs::metadata(c.pod_netns(pod)).ok()?.ino();
     let want = format!("net:[{ino}]");
+    let host_mnt = std::fs::read_link("/proc/self/ns/mnt").ok()?;
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
         let pid: u32 = e.file_name().to_str()?.parse().ok()?;
         let ns = std::fs::read_link(format!("/proc/{pid}/ns/net")).ok()?;
-        let root = std::fs::read_link(format!("/proc/{pid}/root")).ok()?;
-        (ns.to_str() == Some(want.as_str()) && root != std::path::Path::new("/")).then_some(pid)
+        let mnt = std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok()?;
+        (ns.to_str() == Some(want.as_str()) && mnt != host_mnt).then_some(pid)
     })
 }
 
@@ -298,26 +300,23 @@ async fn services_by_cluster_ip_dns_and_node_port_across_nodes_and_egress_lockdo
         dns.contains(&format!("Address: {cluster_ip}")),
         "locked pod → DNS: {dns}"
     );
-    let listener = c.internet_listener(9000);
-    listener.set_nonblocking(true).unwrap();
+    let peers = c.internet_accepts(9000, Duration::from_secs(30));
     let o = c.pod_exec(locked, &format!("echo hi | busybox nc -w 3 {inet} 9000"));
     assert!(
-        listener.accept().is_err(),
+        peers.try_recv().is_err(),
         "the locked pod reached the internet: {}",
         text(&o)
     );
     // ... while an unlocked pod on the same node does (masqueraded)
-    c.pod_exec(client, &format!("echo hi | busybox nc -w 3 {inet} 9000"));
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let peer = loop {
-        match listener.accept() {
-            Ok((_, peer)) => break peer,
-            Err(_) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(50))
-            }
-            Err(e) => panic!("the client pod did not reach the internet: {e}"),
-        }
-    };
+    let o = c.pod_exec(client, &format!("echo hi | busybox nc -w 3 {inet} 9000"));
+    let peer = peers
+        .recv_timeout(Duration::from_secs(10))
+        .unwrap_or_else(|e| {
+            panic!(
+                "the client pod did not reach the internet ({e}): {}",
+                text(&o)
+            )
+        });
     assert_eq!(
         peer.ip().to_string(),
         c.nodes[2].ip.to_string(),

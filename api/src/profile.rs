@@ -67,6 +67,9 @@ pub struct ImageProfileSpec {
     pub best_effort: Option<bool>,
 }
 
+/// (digest, tag, no glob, literal characters): compared in this order, higher wins.
+type Specificity = (bool, bool, bool, usize);
+
 /// A parsed `spec.image`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ImagePattern {
@@ -210,7 +213,7 @@ impl ImagePattern {
     }
 
     /// Higher is more specific (see the module docs).
-    fn specificity(&self) -> (bool, bool, bool, usize) {
+    fn specificity(&self) -> Specificity {
         let literal = |s: &str| s.chars().filter(|&c| c != '*').count();
         let globs = self.repo.contains('*') || self.tag.as_deref().is_some_and(|t| t.contains('*'));
         (
@@ -229,7 +232,7 @@ where
     P: std::borrow::Borrow<ImageProfile> + 'a,
 {
     let image = ImageRef::parse(image);
-    let mut best: Option<(&'a P, (bool, bool, bool, usize))> = None;
+    let mut best: Option<(&'a P, Specificity)> = None;
     for p in profiles {
         let prof: &ImageProfile = p.borrow();
         let Ok(pattern) = ImagePattern::parse(&prof.spec.image) else {

@@ -76,10 +76,12 @@ mod tests {
         p
     }
 
+    type Mutation = fn(&mut ImageProfile);
+
     #[test]
     fn image_profile_rules() {
         assert_eq!(validate_image_profile(&valid()), vec![]);
-        let cases: Vec<(fn(&mut ImageProfile), &str)> =
+        let cases: Vec<(Mutation, &str)> =
             vec![
             (|p| p.spec.image.clear(), "spec.image: Required value"),
             (

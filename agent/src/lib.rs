@@ -89,6 +89,7 @@ impl Agent {
                 pod_images: Mutex::default(),
                 net,
                 api,
+                profiles: Default::default(),
             }),
         })
     }
@@ -118,11 +119,10 @@ impl Agent {
             ctx.health.clone(),
         ));
         tasks.spawn(ctx.pumps.clone().run(Duration::from_millis(200)));
-        let logsvc: Arc<dyn control::LogServer> = Arc::new(logserver::LogService::new(
-            ctx.log_root(),
-            ctx.index.clone(),
-            ctx.cfg.log_max_files,
-        ));
+        let logsvc: Arc<dyn control::LogServer> = Arc::new(
+            logserver::LogService::new(ctx.log_root(), ctx.index.clone(), ctx.cfg.log_max_files)
+                .with_runtime(ctx.rt.clone()),
+        );
         let (cp, node) = (ctx.cp.clone(), ctx.cfg.node_name.clone());
         tasks.spawn(async move {
             let mut delay = Duration::from_millis(200);

@@ -66,7 +66,13 @@ pub struct Ctx {
     pub net: Option<Arc<crate::net::PodNetwork>>,
     /// REST client of the endpoint hand-off ([`crate::handoff`]); `None` without a pod network.
     pub api: Option<kapsel_api::client::Client>,
+    /// The cluster's ImageProfiles (a watch started on the first container).
+    pub profiles: crate::profile::ProfileCache,
 }
+
+/// How long a container waits for the first list of ImageProfiles before it fails (and is
+/// retried) with `CreateContainerConfigError`.
+const PROFILE_LIST_WAIT: Duration = Duration::from_secs(10);
 
 impl Ctx {
     pub fn log_root(&self) -> PathBuf {
@@ -740,9 +746,27 @@ impl Worker {
             .collect();
         spec.run_as_non_root = sc.run_as_non_root.or(psc.run_as_non_root).unwrap_or(false);
         spec.privileged = sc.privileged.unwrap_or(false);
-        spec.read_only_rootfs = sc.read_only_root_filesystem.unwrap_or(false);
-        spec.landlock = crate::profile::landlock_for(&pod.metadata.annotations, &c.name)
+        // The ImageProfile of the image, narrowed by the pod's annotations (profile.rs).
+        let ctx = self.ctx.clone();
+        let profile = self
+            .ctx
+            .profiles
+            .for_image(
+                || crate::net::api_client(&ctx.cfg, ctx.cp.as_ref()),
+                c.image.as_deref().unwrap_or(""),
+                PROFILE_LIST_WAIT,
+            )
+            .await
             .map_err(|m| ("CreateContainerConfigError".to_string(), m))?;
+        let confinement = crate::profile::effective(
+            profile.as_deref(),
+            &pod.metadata.annotations,
+            &c.name,
+            sc.read_only_root_filesystem.unwrap_or(false),
+        )
+        .map_err(|m| ("CreateContainerConfigError".to_string(), m))?;
+        spec.read_only_rootfs = confinement.read_only_rootfs;
+        spec.landlock = confinement.landlock;
         if let Some(caps) = &sc.capabilities {
             spec.capabilities.add = caps.add.clone();
             spec.capabilities.drop = caps.drop.clone();
@@ -792,6 +816,9 @@ impl Worker {
         spec.stdout_path = Some(logs::raw_path(&log_dir, attempt, "stdout"));
         spec.stderr_path = Some(logs::raw_path(&log_dir, attempt, "stderr"));
         spec.labels = Instance::labels(pod, &c.name, init, attempt);
+        if let Some(p) = confinement.profile {
+            spec.labels.insert(crate::profile::PROFILE_LABEL.into(), p);
+        }
         spec.labels
             .insert(crate::model::LABEL_IMAGE_ID.into(), img.image_id.clone());
         Ok((spec, envs))

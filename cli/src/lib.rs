@@ -53,6 +53,9 @@ pub fn main_with_args(args: Vec<std::ffi::OsString>) -> i32 {
         Ok(()) => 0,
         Err(e) if errors::is_broken_pipe(&e) => 0,
         Err(e) if e.downcast_ref::<errors::Reported>().is_some() => 1,
+        Err(e) if e.downcast_ref::<commands::exec::RemoteExit>().is_some() => e
+            .downcast_ref::<commands::exec::RemoteExit>()
+            .map_or(1, |r| r.0),
         Err(e) => {
             eprintln!("{}", errors::format_error(&e));
             1

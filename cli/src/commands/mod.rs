@@ -15,6 +15,7 @@ mod apply;
 mod config_cmd;
 mod delete;
 mod describe;
+pub mod exec;
 mod get;
 mod misc;
 mod rollout;
@@ -80,6 +81,8 @@ pub enum Command {
     Scale(misc::ScaleArgs),
     /// Print the logs of a container in a pod.
     Logs(misc::LogsArgs),
+    /// Run a command in a container (`kapsel exec POD [-c C] [-i] -- CMD...`).
+    Exec(exec::ExecArgs),
     /// Create a resource from a file or from arguments.
     Create(misc::CreateArgs),
     /// Mark a node as unschedulable.
@@ -236,6 +239,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
                 Command::Rollout(r) => rollout::run(&ctx, r, out).await,
                 Command::Scale(a) => misc::scale(&ctx, a, out).await,
                 Command::Logs(a) => misc::logs(&ctx, a, out).await,
+                Command::Exec(a) => exec::run(&ctx, a, out).await,
                 Command::Create(a) => misc::create(&ctx, a, out).await,
                 Command::Cordon(a) => misc::cordon(&ctx, a, true, out).await,
                 Command::Uncordon(a) => misc::cordon(&ctx, a, false, out).await,

@@ -12,7 +12,7 @@
 //! every request (user, verb, and the request URI naming pod, container and command), and
 //! refused with 403 in a namespace labelled `kapsel.dev/exec: deny`.
 
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, RawQuery, State};
 use axum::response::Response;
 use futures::{SinkExt, StreamExt};
@@ -306,11 +306,19 @@ async fn relay_exec(
     let status = |v: Value| {
         Message::Binary(frame(ERROR, &serde_json::to_vec(&v).unwrap_or_default()).into())
     };
+    // A normal closure (1000): clients read it as the end of every stream (kubectl reports a
+    // close without a code, 1005, as an error on the error stream).
+    let closing = || {
+        Message::Close(Some(CloseFrame {
+            code: close_code::NORMAL,
+            reason: "".into(),
+        }))
+    };
     let mut exec = match registry.exec(&node, &q).await {
         Ok(e) => e,
         Err(e) => {
             let _ = sink.send(status(relay_error_status(&e))).await;
-            let _ = sink.close().await;
+            let _ = sink.send(closing()).await;
             return;
         }
     };
@@ -330,13 +338,13 @@ async fn relay_exec(
                 }
                 Some(ExecEvent::Exit { code, message }) => {
                     let _ = sink.send(status(exit_status_json(code, &message))).await;
-                    let _ = sink.close().await;
+                    let _ = sink.send(closing()).await;
                     return;
                 }
                 None => {
                     let e = RelayError::AgentGone(node.clone());
                     let _ = sink.send(status(relay_error_status(&e))).await;
-                    let _ = sink.close().await;
+                    let _ = sink.send(closing()).await;
                     return;
                 }
             },

@@ -6,6 +6,7 @@
 //!
 //! [`plan`] is pure: (cluster CIDR, mask, nodes) → which node gets which block.
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 /// `--cluster-cidr` default (k3s uses 10.42.0.0/16; kapsel 10.88.0.0/16).
@@ -169,6 +170,22 @@ pub fn plan(cfg: &CidrConfig, nodes: &[NodeCidr]) -> Vec<CidrAction> {
     out
 }
 
+/// The nodes as the allocator must see them: its cache, plus the podCIDRs it has written that
+/// the cache does not show yet (`written`: node name → CIDR). Without this, a pass over a
+/// stale cache hands a block out twice: node b got block 1, its update is not in the cache yet,
+/// node a registers and the plan gives a block 1 too (a's fresh copy has none, so the write
+/// succeeds).
+pub fn overlay(mut nodes: Vec<NodeCidr>, written: &BTreeMap<String, String>) -> Vec<NodeCidr> {
+    for n in &mut nodes {
+        if n.pod_cidr.as_deref().is_none_or(str::is_empty) {
+            if let Some(c) = written.get(&n.name) {
+                n.pod_cidr = Some(c.clone());
+            }
+        }
+    }
+    nodes
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -284,5 +301,23 @@ mod tests {
         for c in cases {
             assert_eq!(plan(&c.cfg, &c.nodes), c.want, "{}", c.name);
         }
+    }
+
+    #[test]
+    fn a_stale_cache_does_not_hand_a_block_out_twice() {
+        let cfg = CidrConfig::new("10.88.0.0/16", 24).unwrap();
+        // n2 was given 10.88.1.0/24; the cache still shows it without one when n1 registers
+        let stale = vec![n("n0", Some("10.88.0.0/24")), n("n1", None), n("n2", None)];
+        let written: BTreeMap<String, String> =
+            [("n2".to_string(), "10.88.1.0/24".to_string())].into();
+        assert_eq!(
+            plan(&cfg, &overlay(stale.clone(), &written)),
+            vec![assign("n1", "10.88.2.0/24")]
+        );
+        // (what the plan alone did)
+        assert_eq!(plan(&cfg, &stale)[0], assign("n1", "10.88.1.0/24"));
+        // the cache wins once it shows a CIDR
+        let fresh = vec![n("n2", Some("10.88.1.0/24"))];
+        assert_eq!(overlay(fresh.clone(), &written), fresh);
     }
 }

@@ -204,6 +204,23 @@ const LEASES: &[Column] = &[
     ),
     AGE,
 ];
+const IMAGEPROFILES: &[Column] = &[
+    NAME,
+    col("Image", "string", 0, "The images the profile applies to."),
+    col(
+        "Executables",
+        "string",
+        0,
+        "The files containers may execute (<all>: not restricted).",
+    ),
+    col(
+        "ReadOnlyRoot",
+        "boolean",
+        1,
+        "Whether the root filesystem is mounted read-only.",
+    ),
+    AGE,
+];
 const NAME_CREATED: &[Column] = &[NAME, CREATED_AT];
 const NAME_AGE: &[Column] = &[NAME, AGE];
 
@@ -222,6 +239,7 @@ pub fn columns(plural: &str) -> &'static [Column] {
         "events" => EVENTS,
         "resourcequotas" => RESOURCEQUOTAS,
         "leases" => LEASES,
+        "imageprofiles" => IMAGEPROFILES,
         "limitranges" | "roles" | "clusterroles" => NAME_CREATED,
         _ => NAME_AGE,
     }
@@ -336,6 +354,30 @@ pub fn cells(plural: &str, o: &Value, now: DateTime<Utc>) -> Vec<String> {
             vec![name, age_, req, lim]
         }
         "leases" => vec![name, s(o, "/spec/holderIdentity").to_string(), age_],
+        "imageprofiles" => {
+            let exe = match o
+                .pointer("/spec/allowedExecutables")
+                .and_then(Value::as_array)
+            {
+                Some(l) => l
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(","),
+                None => "<all>".to_string(),
+            };
+            let ro = o
+                .pointer("/spec/readOnlyRootFilesystem")
+                .and_then(Value::as_bool)
+                .unwrap_or(true);
+            vec![
+                name,
+                s(o, "/spec/image").to_string(),
+                exe,
+                ro.to_string(),
+                age_,
+            ]
+        }
         "limitranges" | "roles" | "clusterroles" => {
             vec![name, s(o, "/metadata/creationTimestamp").to_string()]
         }
@@ -860,6 +902,7 @@ mod tests {
             "events",
             "resourcequotas",
             "leases",
+            "imageprofiles",
             "limitranges",
             "roles",
             "widgets",

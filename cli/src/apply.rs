@@ -266,6 +266,7 @@ fn typed_check(info: &ResourceInfo, v: Value) -> Result<(), String> {
         "ResourceQuota" => decode_check::<ResourceQuota>(v),
         "Event" => decode_check::<Event>(v),
         "Lease" => decode_check::<Lease>(v),
+        "ImageProfile" => decode_check::<ImageProfile>(v),
         _ => Ok(()),
     }
 }

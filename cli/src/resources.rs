@@ -80,6 +80,7 @@ pub fn all() -> Vec<ResourceInfo> {
         ResourceInfo::of::<Deployment>(),
         ResourceInfo::of::<ReplicaSet>(),
         ResourceInfo::of::<Lease>(),
+        ResourceInfo::of::<ImageProfile>(),
     ];
     v.sort_by_key(|r| (r.group, r.plural));
     v
@@ -249,6 +250,8 @@ mod tests {
             ("ep", "endpoints"),
             ("secret", "secrets"),
             ("leases", "leases"),
+            ("imageprofile", "imageprofiles"),
+            ("imageprofiles.kapsel.dev", "imageprofiles"),
         ] {
             assert_eq!(lookup(input).map(|r| r.plural), Some(plural), "{input}");
         }

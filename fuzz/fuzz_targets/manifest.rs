@@ -1,9 +1,9 @@
 //! Manifest parsing: YAML/JSON documents -> typed objects -> defaults and validation ->
-//! re-encoding. Nothing may panic.
+//! re-encoding, and ImageProfile matching. Nothing may panic.
 #![no_main]
 
 use kapsel_api::codec::{from_value, parse_documents};
-use kapsel_api::{ConfigMap, Defaults, Deployment, Pod, Service, Validate};
+use kapsel_api::{ConfigMap, Defaults, Deployment, ImageProfile, Pod, Service, Validate};
 use libfuzzer_sys::fuzz_target;
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -28,5 +28,12 @@ fuzz_target!(|data: &[u8]| {
         check::<Deployment>(d);
         check::<Service>(d);
         check::<ConfigMap>(d);
+        check::<ImageProfile>(d);
+        // Image profile matching: any spec.image against a few image references.
+        if let Ok((p, _)) = from_value::<ImageProfile>(d.clone()) {
+            for image in ["busybox", "busybox:1.36", "reg.io:5000/a/b@sha256:00", ""] {
+                let _ = kapsel_api::profile::select(std::slice::from_ref(&p), image);
+            }
+        }
     }
 });

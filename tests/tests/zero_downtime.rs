@@ -232,6 +232,21 @@ fn report(samples: &[Sample], took: Duration, updates: &[(Duration, Duration)]) 
     }
 }
 
+/// `s` without terminal colour sequences (`ESC [ … m`).
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::new();
+    let mut esc = false;
+    for ch in s.chars() {
+        match (esc, ch) {
+            (false, '\u{1b}') => esc = true,
+            (false, c) => out.push(c),
+            (true, 'm') => esc = false,
+            (true, _) => {}
+        }
+    }
+    out
+}
+
 /// Start a 3-node cluster with `agent_args`, run v1, load it, roll out v2 and then v3 under
 /// the load, and report.
 async fn rollout_under_load(test: &str, agent_args: &[&str]) -> Option<Report> {
@@ -321,7 +336,7 @@ async fn rollout_under_load(test: &str, agent_args: &[&str]) -> Option<Report> {
     for i in 0..c.nodes.len() {
         let log = c.agent_log(i, 400);
         for l in log.lines().filter(|l| l.contains("hand-off")) {
-            println!("node {i}: {l}");
+            println!("node {i}: {}", strip_ansi(l));
         }
     }
     drop(c);

@@ -132,7 +132,14 @@ impl NetOps for IpCommands {
             }
         }
         let mtu = mtu.to_string();
-        run(&["ip", "link", "set", name, "mtu", &mtu, "up"], None)?;
+        // A fixed MAC, or the bridge would follow its ports' (see plan::bridge_mac).
+        let mac = super::plan::bridge_mac(gateway);
+        run(
+            &[
+                "ip", "link", "set", name, "address", &mac, "mtu", &mtu, "up",
+            ],
+            None,
+        )?;
         let addr = format!("{gateway}/{prefix}");
         // exactly our address on the bridge
         let cur = run(&["ip", "-4", "-o", "addr", "show", "dev", name], None)?;

@@ -41,6 +41,16 @@ pub fn host_veth_name(uid: &str) -> String {
     format!("kv{hex}")
 }
 
+/// The fixed MAC address of the pod bridge: `0a:58` + the gateway's IPv4 octets (what the CNI
+/// bridge plugin does). A Linux bridge without an address of its own takes the lowest MAC of
+/// its ports and changes it when a pod's veth with a lower one joins; pods then keep sending
+/// to the gateway's old MAC (their ARP cache), and the node drops those frames instead of
+/// forwarding them until the entry is re-probed.
+pub fn bridge_mac(gateway: Ipv4Addr) -> String {
+    let o = gateway.octets();
+    format!("0a:58:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3])
+}
+
 /// A Node as routing sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeRoute {
@@ -271,6 +281,16 @@ mod tests {
             internal_ip: ipa.map(ip),
             pod_cidr: cidr.map(c),
         }
+    }
+
+    #[test]
+    fn bridge_mac_is_fixed_and_local() {
+        assert_eq!(bridge_mac(Ipv4Addr::new(10, 88, 2, 1)), "0a:58:0a:58:02:01");
+        // locally administered, unicast
+        assert_eq!(
+            u8::from_str_radix(&bridge_mac(Ipv4Addr::new(10, 88, 0, 1))[..2], 16).unwrap() & 0b11,
+            0b10
+        );
     }
 
     #[test]

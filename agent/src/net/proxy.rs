@@ -224,7 +224,9 @@ pub fn render(table: &str, node: &str, ports: &[SvcPort]) -> String {
             c
         };
         let all: Vec<&Backend> = sp.backends.iter().collect();
-        if !all.is_empty() {
+        // Headless ports (no ClusterIP, no NodePort) are reached by pod IP: no chains.
+        let reachable = sp.cluster_ip.is_some() || sp.node_port.is_some();
+        if !all.is_empty() && reachable {
             chains.push_str(&balance("svc", &all));
             for b in &all {
                 let _ = writeln!(chains, "\tchain ep-{id}-{} {{", b.ip);
@@ -604,10 +606,16 @@ mod tests {
         let h = Arc::new(svc("h", "ClusterIP", "None", &[("", 80, "TCP", None)]));
         let mut x = svc("x", "ExternalName", "", &[]);
         x.spec.as_mut().unwrap().external_name = Some("example.org".into());
-        let ports = service_ports(&[h, Arc::new(x)], &[]);
+        let e = Arc::new(ep("h", &[("10.88.0.2", "n1")], &[], &[("", 80, "TCP")]));
+        let ports = service_ports(&[h, Arc::new(x)], &[e]);
         assert_eq!(ports.len(), 1);
         assert_eq!(ports[0].cluster_ip, None);
+        assert_eq!(ports[0].backends.len(), 1);
         let text = render("kt-t", "n1", &ports);
         assert!(!text.contains("daddr"), "{text}");
+        assert!(
+            !text.contains("dnat") && !text.contains("chain svc-"),
+            "{text}"
+        );
     }
 }

@@ -421,6 +421,93 @@ pub fn leftovers() -> Vec<String> {
     v
 }
 
+/// Processes whose network namespace is one of `ids` (see [`Cluster::node_netns_ids`]).
+pub fn processes_in_netns(ids: &[u64]) -> Vec<u32> {
+    let want: Vec<String> = ids.iter().map(|i| format!("net:[{i}]")).collect();
+    std::fs::read_dir("/proc")
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| {
+                    let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+                    let ns = std::fs::read_link(format!("/proc/{pid}/ns/net")).ok()?;
+                    want.iter()
+                        .any(|w| ns.to_str() == Some(w.as_str()))
+                        .then_some(pid)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A UDP server in the network namespace `netns` (a file such as [`Cluster::pod_netns`])
+/// on `port`, answering every datagram with `reply`, until the returned guard is dropped.
+pub struct UdpEcho {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl UdpEcho {
+    pub fn start(netns: &Path, port: u16, reply: &str) -> UdpEcho {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (path, reply, flag) = (netns.to_path_buf(), reply.to_string(), stop.clone());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let f = std::fs::File::open(&path).expect("open netns");
+            nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            let s = std::net::UdpSocket::bind(("0.0.0.0", port)).expect("bind udp in the netns");
+            s.set_read_timeout(Some(Duration::from_millis(100)))
+                .expect("read timeout");
+            let _ = tx.send(());
+            let mut buf = [0u8; 1500];
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok((_, peer)) = s.recv_from(&mut buf) {
+                    let _ = s.send_to(reply.as_bytes(), peer);
+                }
+            }
+        });
+        rx.recv().expect("udp echo started");
+        UdpEcho {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for UdpEcho {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Send `msg` to `to` over UDP from inside the network namespace `netns` (`None`: the
+/// host's) and return the first answer within `timeout`.
+pub fn udp_ask(
+    netns: Option<&Path>,
+    to: std::net::SocketAddr,
+    msg: &str,
+    timeout: Duration,
+) -> Option<String> {
+    let (path, msg) = (netns.map(Path::to_path_buf), msg.to_string());
+    std::thread::spawn(move || {
+        if let Some(p) = path {
+            let f = std::fs::File::open(&p).ok()?;
+            nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).ok()?;
+        }
+        let s = std::net::UdpSocket::bind(("0.0.0.0", 0)).ok()?;
+        s.set_read_timeout(Some(timeout)).ok()?;
+        s.send_to(msg.as_bytes(), to).ok()?;
+        let mut buf = [0u8; 1500];
+        let (n, _) = s.recv_from(&mut buf).ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    })
+    .join()
+    .ok()
+    .flatten()
+}
+
 /// Build a busybox rootfs (Debian's busybox-static) in `dir/rootfs`.
 pub fn busybox_rootfs(dir: &Path) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
@@ -695,6 +782,18 @@ impl Cluster {
         })
         .join()
         .expect("listener thread")
+    }
+
+    /// The namespace ids (inode numbers) of the nodes' network namespaces, where the agents
+    /// keep `kapsel0`, pod veths, routes and nftables tables: after teardown
+    /// [`processes_in_netns`] of them must be empty (nothing keeps that state alive).
+    pub fn node_netns_ids(&self) -> Vec<u64> {
+        use std::os::unix::fs::MetadataExt;
+        self.nodes
+            .iter()
+            .filter_map(|n| std::fs::metadata(format!("/run/netns/{}", n.netns)).ok())
+            .map(|m| m.ino())
+            .collect()
     }
 
     /// Accept TCP connections on `port` in the "internet" netns for `window`, in a thread,

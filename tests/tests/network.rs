@@ -179,7 +179,6 @@ spec:
 /// (routes via the other node's InternalIP); hostNetwork pods have the node's IP and
 /// network; hostPort answers on the node's IP; bandwidth annotations become tc rules;
 /// traffic to the "internet" leaves with the node's IP (masquerade).
-#[ignore = "cause found (this kernel has no tc police action, so the pod's egress-bandwidth setup failed and the pod never started; egress is now shaped with tbf on the pod's eth0), but the fix is not yet run on the harness; run with --run-ignored"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_reach_each_other_across_nodes_hostport_hostnetwork_and_masquerade() {
     let Some(c) = Cluster::start(

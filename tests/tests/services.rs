@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use kapsel_api::client::{Api, ListParams};
 use kapsel_api::{Pod, Service};
-use kapsel_tests::multinode::{leftovers, shell_quote, Cluster, ClusterOpts};
+use kapsel_tests::multinode::{
+    leftovers, processes_in_netns, shell_quote, udp_ask, Cluster, ClusterOpts, UdpEcho,
+};
 use kapsel_tests::*;
 
 const T: Duration = Duration::from_secs(120);
@@ -53,8 +55,13 @@ spec:
   selector:
     app: web
   ports:
-  - port: 80
+  - name: http
+    port: 80
     targetPort: 8080
+  - name: echo
+    port: 53
+    protocol: UDP
+    targetPort: 5353
 ---
 apiVersion: v1
 kind: Service
@@ -105,6 +112,16 @@ fn container_exec(c: &Cluster, pod: &Pod, cmd: &str) -> Output {
         "nsenter -t {pid} -m -n -r -w /bin/sh -c {}",
         shell_quote(cmd)
     ))
+}
+
+/// The MAC address of node `i`'s `kapsel0`.
+fn bridge_mac(c: &Cluster, i: usize) -> String {
+    let l = c.node_sh(i, "ip -o link show kapsel0");
+    l.split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no MAC in {l}"))
+        .to_string()
 }
 
 fn ok(o: &Output) -> Option<String> {
@@ -165,10 +182,9 @@ fn spread(url: &str, n: usize) -> BTreeMap<String, usize> {
 /// endpoints only (a not-ready pod gets nothing); deleting a pod takes it out of every node's
 /// rules; a `kapsel.dev/egress: deny` pod reaches pods, Services and DNS but not the
 /// "internet"; nothing is left after teardown.
-#[ignore = "written with the cluster DNS and the egress lock-down but not yet run (the shared build was broken until the deadline); run with --run-ignored"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_by_cluster_ip_dns_and_node_port_across_nodes_and_egress_lockdown() {
-    let Some(c) = Cluster::start(
+    let Some(mut c) = Cluster::start(
         "services_by_cluster_ip_dns_and_node_port_across_nodes_and_egress_lockdown",
         ClusterOpts::default(),
     ) else {
@@ -197,6 +213,7 @@ async fn services_by_cluster_ip_dns_and_node_port_across_nodes_and_egress_lockdo
     let spec = svc.spec.clone().unwrap();
     let cluster_ip = spec.cluster_ip.clone().unwrap();
     let node_port = spec.ports[0].node_port.expect("nodePort allocated");
+    let udp_node_port = spec.ports[1].node_port.expect("UDP nodePort allocated");
     let (w0, w1, nr) = (
         pod_ip(&pods["web-0"]),
         pod_ip(&pods["web-1"]),
@@ -284,6 +301,90 @@ async fn services_by_cluster_ip_dns_and_node_port_across_nodes_and_egress_lockdo
         );
     }
 
+    // UDP through the Service: ClusterIP from the client pod, NodePort on every node; the
+    // not-ready pod answers too if it is ever asked
+    {
+        let _echo: Vec<UdpEcho> = ["web-0", "web-1", "web-nr"]
+            .iter()
+            .map(|n| UdpEcho::start(&c.pod_netns(&pods[*n]), 5353, n))
+            .collect();
+        let mut targets: Vec<(Option<std::path::PathBuf>, String)> =
+            vec![(Some(c.pod_netns(client)), format!("{cluster_ip}:53"))];
+        for n in &c.nodes {
+            targets.push((None, format!("{}:{udp_node_port}", n.ip)));
+        }
+        for (ns, to) in targets {
+            let addr: std::net::SocketAddr = to.parse().unwrap();
+            let mut m: BTreeMap<String, usize> = BTreeMap::new();
+            for _ in 0..20 {
+                // a new socket (source port) each time: a new conntrack flow, a new pick
+                let a = udp_ask(ns.as_deref(), addr, "hi", Duration::from_secs(2))
+                    .unwrap_or_else(|| "ERR".into());
+                *m.entry(a).or_default() += 1;
+            }
+            println!("UDP {to}: {m:?}");
+            assert_eq!(
+                m.get("web-0").copied().unwrap_or(0) + m.get("web-1").copied().unwrap_or(0),
+                20,
+                "UDP {to}: {m:?}"
+            );
+            assert!(
+                m.contains_key("web-0") && m.contains_key("web-1"),
+                "{to}: {m:?}"
+            );
+        }
+    }
+
+    // agent restart (SIGKILL) of node 2: while it is down its Services keep working (the
+    // rules stay in the kernel), and the restarted agent keeps the pod IPs and the rules
+    let table_before = c.node_sh(2, "nft list table ip kapsel-svc");
+    let podnet_before = c.node_sh(2, "nft list table ip kapsel-podnet");
+    let ipam = c.nodes[2].data_dir.join("agent/net/ipam.json");
+    let ipam_before = std::fs::read_to_string(&ipam).expect("ipam.json");
+    // the bridge has a fixed MAC: pods' ARP entries for their gateway stay right when veths
+    // come and go (a bridge following its ports' MACs broke egress after a new pod joined)
+    let mac = bridge_mac(&c, 2);
+    assert!(mac.starts_with("0a:58:"), "kapsel0 MAC {mac}");
+    c.kill_agent(2);
+    let body = ok(&c.pod_exec(client, &format!("{KT_GET}kt_get http://{cluster_ip}:80/")))
+        .expect("the Service answers while node 2's agent is down");
+    assert!(body.starts_with("web-"), "{body}");
+    let m = spread(&format!("http://{}:{node_port}/", c.nodes[2].ip), 10);
+    assert_eq!(
+        m.get("web-0").copied().unwrap_or(0) + m.get("web-1").copied().unwrap_or(0),
+        10,
+        "NodePort of node 2 with its agent down: {m:?}"
+    );
+    c.start_agent(2);
+    // the new agent has synced once it runs a new pod on the node
+    c.apply(&web_pod("later", 2, true, "").replace("app: web", "app: later"));
+    let later = pods_by_name(&c, &["later"], &[true]).await;
+    let later_ip = pod_ip(&later["later"]);
+    for n in ["web-nr", "client", "locked"] {
+        assert!(
+            ipam_before.contains(&format!("\"ip\": \"{}\"", pod_ip(&pods[n]))),
+            "{n} in ipam.json: {ipam_before}"
+        );
+        assert_ne!(pod_ip(&pods[n]), later_ip, "a new pod never gets a live IP");
+    }
+    let now = pods_by_name(&c, &["web-nr", "client", "locked"], &[false, true, true]).await;
+    for (n, p) in &now {
+        assert_eq!(pod_ip(p), pod_ip(&pods[n]), "{n} kept its IP");
+    }
+    assert_eq!(
+        c.node_sh(2, "nft list table ip kapsel-svc"),
+        table_before,
+        "Service rules kept across the restart"
+    );
+    assert_eq!(
+        bridge_mac(&c, 2),
+        mac,
+        "kapsel0 kept its MAC when a pod joined"
+    );
+    let podnet_after = c.node_sh(2, "nft list table ip kapsel-podnet");
+    assert_eq!(podnet_after, podnet_before, "pod rules kept");
+    println!("agent restart on node 2: Services answered while it was down, IPs and rules kept");
+
     // egress lock-down: the locked pod reaches pods, the Service and DNS, not the internet
     let locked = &pods["locked"];
     let inet = c.internet.as_ref().unwrap().ip;
@@ -313,8 +414,12 @@ async fn services_by_cluster_ip_dns_and_node_port_across_nodes_and_egress_lockdo
         .recv_timeout(Duration::from_secs(10))
         .unwrap_or_else(|e| {
             panic!(
-                "the client pod did not reach the internet ({e}): {}",
-                text(&o)
+                "the client pod did not reach the internet ({e}): {}\nnode 2: {}\nclient: {}\ninternet: {}\nagent 2: {}",
+                text(&o),
+                text(&c.node_exec(2, "ip link show kapsel0; ip neigh; nft list ruleset; grep 9000 /proc/net/nf_conntrack")),
+                text(&c.pod_exec(client, "ip addr; ip route; ip neigh")),
+                text(&c.internet_exec("ip addr; ip route; ip neigh; ss -tan")),
+                c.agent_log(2, 40)
             )
         });
     assert_eq!(
@@ -341,7 +446,16 @@ async fn services_by_cluster_ip_dns_and_node_port_across_nodes_and_egress_lockdo
     }
     println!("web-1 deleted: every node sends everything to web-0");
 
+    // teardown: no netns, link, cgroup or mount left, and no process keeps a node's netns
+    // (with its kapsel0, pod veths, routes and nftables tables) alive
+    let ids = c.node_netns_ids();
+    assert_eq!(ids.len(), 3);
     drop(c);
     let left = leftovers();
     assert!(left.is_empty(), "left behind: {left:?}");
+    let holders = processes_in_netns(&ids);
+    assert!(
+        holders.is_empty(),
+        "processes in a node's netns: {holders:?}"
+    );
 }

@@ -154,9 +154,12 @@ async fn image_profiles_confine_containers_by_image() {
     if !require_root(test) || !require_tools(test, &["busybox", "umount", "nsenter"]) {
         return;
     }
+    let t0 = std::time::Instant::now();
+    let step = |what: &str| println!("{test}: {what} at {:.1} s", t0.elapsed().as_secs_f64());
     let c = start();
     let client = c.server.client();
     wait_nodes_ready(&client, 1, Duration::from_secs(60)).await;
+    step("node ready");
     create_profile(
         &client,
         json!({"apiVersion": "kapsel.dev/v1", "kind": "ImageProfile",
@@ -208,6 +211,7 @@ async fn image_profiles_confine_containers_by_image() {
         }
     })
     .await;
+    step("web serving");
     assert!(page.ends_with("\r\n\r\nindex-ok\n"), "{page}");
     let cgi = http_get(&netns, "/cgi-bin/sh.cgi");
     assert!(
@@ -232,6 +236,7 @@ async fn image_profiles_confine_containers_by_image() {
         (w.0 == "RunContainerError").then_some(w)
     })
     .await;
+    step("shell refused");
     assert!(message.contains("Permission denied"), "{reason}: {message}");
 
     // An annotation may not widen the profile.
@@ -276,6 +281,7 @@ async fn image_profiles_confine_containers_by_image() {
         })
         .await;
     }
+    step("tools and open done");
     let logs = |name: &str| c.server.kapsel(&["logs", name]);
     let tools = logs("tools");
     println!("tools:\n{tools}");

@@ -173,6 +173,9 @@ struct Report {
     /// Versions answering in the first and the last whole second.
     first: BTreeMap<String, usize>,
     last: BTreeMap<String, usize>,
+    /// The agents' log lines: hand-offs completed, and bounds hit.
+    handoffs: usize,
+    handoff_timeouts: usize,
 }
 
 /// Print the requests per second, split by version, and the failures.
@@ -229,6 +232,8 @@ fn report(samples: &[Sample], took: Duration, updates: &[(Duration, Duration)]) 
             .get(whole.saturating_sub(1))
             .cloned()
             .unwrap_or_default(),
+        handoffs: 0,
+        handoff_timeouts: 0,
     }
 }
 
@@ -332,11 +337,13 @@ async fn rollout_under_load(test: &str, agent_args: &[&str]) -> Option<Report> {
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (samples, took) = load.finish();
-    let r = report(&samples, took, &updates);
+    let mut r = report(&samples, took, &updates);
     for i in 0..c.nodes.len() {
-        let log = c.agent_log(i, 400);
+        let log = c.agent_log(i, 100_000);
         for l in log.lines().filter(|l| l.contains("hand-off")) {
             println!("node {i}: {}", strip_ansi(l));
+            r.handoffs += usize::from(l.contains("endpoint hand-off done"));
+            r.handoff_timeouts += usize::from(l.contains("hand-off bound hit"));
         }
     }
     drop(c);
@@ -354,6 +361,12 @@ async fn rolling_update_under_load_loses_no_request() {
     };
     assert!(r.rate >= 100.0, "client rate {:.0}/s below 100/s", r.rate);
     assert_eq!(r.failed, 0, "{} of {} requests failed", r.failed, r.total);
+    // each of the six old pods waited for every node, none until the bound
+    assert_eq!(
+        (r.handoffs, r.handoff_timeouts),
+        (6, 0),
+        "hand-offs done and bounds hit"
+    );
     assert!(
         r.first.keys().all(|k| k == "v1") && r.first.contains_key("v1"),
         "first second: {:?}",
@@ -379,6 +392,7 @@ async fn without_the_hand_off_a_rolling_update_loses_requests() {
         return;
     };
     assert!(r.rate >= 100.0, "client rate {:.0}/s below 100/s", r.rate);
+    assert_eq!(r.handoffs + r.handoff_timeouts, 0, "hand-off turned off");
     assert!(
         r.failed > 0,
         "no request of {} failed without the hand-off",

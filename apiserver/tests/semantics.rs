@@ -566,7 +566,12 @@ async fn discovery_and_health() {
         .collect();
     assert_eq!(
         groups,
-        vec!["apps", "coordination.k8s.io", "rbac.authorization.k8s.io"]
+        vec![
+            "apps",
+            "coordination.k8s.io",
+            "rbac.authorization.k8s.io",
+            "kapsel.dev"
+        ]
     );
     let core = h.get("/api/v1").await;
     let res = core.body["resources"].as_array().unwrap();

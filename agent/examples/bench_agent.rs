@@ -20,6 +20,15 @@ use kapsel_api::client::{Client, ListParams};
 use kapsel_api::{Container, DeleteOptions, ObjectMeta, Pod, PodSpec, WatchEventType};
 use tokio::sync::mpsc;
 
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -88,6 +97,10 @@ async fn main() -> anyhow::Result<()> {
         "127.0.0.1",
         "--eviction-memory-available",
         "0",
+        // The pod network needs a podCIDR from the controller (not running here) and would
+        // put its bridge and nft table on the host: this benchmark measures the agent and the
+        // runtime; create→Running with the pod network is bench_e2e's (3 nodes in netns).
+        "--no-pod-network",
     ])
     .arg("--data-dir")
     .arg(data.path())
@@ -101,10 +114,12 @@ async fn main() -> anyhow::Result<()> {
     } else {
         cmd.arg("--hollow");
     }
-    let mut agent = cmd
+    let agent = cmd
         .spawn()
         .map_err(|e| anyhow::anyhow!("{}: {e}", bin.display()))?;
-    let pid = agent.id();
+    // Killed on every way out, errors included (an orphaned agent would keep running pods).
+    let mut agent = KillOnDrop(agent);
+    let pid = agent.0.id();
     let client = Client::new(&srv.url)?;
     let nodes = client.api::<kapsel_api::Node>(None);
     let t0 = Instant::now();
@@ -222,7 +237,7 @@ async fn main() -> anyhow::Result<()> {
         "deleted {n} pods (graceful, agent-finalized) in {:?}",
         t.elapsed()
     );
-    let _ = agent.kill();
-    let _ = agent.wait();
+    let _ = agent.0.kill();
+    let _ = agent.0.wait();
     Ok(())
 }

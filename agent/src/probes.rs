@@ -1,5 +1,5 @@
-//! Probes and lifecycle hooks: exec inside the container's namespaces, httpGet and tcpSocket
-//! from inside the pod's network namespace. Results feed [`ProbeState`]: liveness and startup
+//! Probes and lifecycle hooks: exec through the runtime (the container's whole confinement, as
+//! `kapsel exec`), httpGet and tcpSocket from inside the pod's network namespace. Results feed [`ProbeState`]: liveness and startup
 //! failures ask the worker to kill (and restart) the container, readiness drives `ready`.
 
 use std::collections::HashMap;
@@ -23,66 +23,30 @@ pub enum Outcome {
 
 /// Where probes run: the container's init pid (0 for the hollow runtime, where probes
 /// "succeed" unless told otherwise).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Target {
     pub pid: i32,
     pub env: Vec<String>,
     /// Hollow: readiness never succeeds.
     pub hollow_never_ready: bool,
+    /// Exec handlers run through the runtime's `exec` in this container: its namespaces,
+    /// cgroup, user, capabilities, seccomp filter and Landlock domain, like `kapsel exec`
+    /// (`None`: exec handlers fail — a probe must never run with the agent's privileges).
+    pub exec: Option<(Arc<dyn kapsel_runtime::Runtime>, ContainerId)>,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("pid", &self.pid)
+            .field("hollow_never_ready", &self.hollow_never_ready)
+            .field("exec", &self.exec.as_ref().map(|(_, id)| id))
+            .finish_non_exhaustive()
+    }
 }
 
 fn open_ns(pid: i32, ns: &str) -> std::io::Result<OwnedFd> {
     std::fs::File::open(format!("/proc/{pid}/ns/{ns}")).map(OwnedFd::from)
-}
-
-/// Run `cmd` inside the namespaces of `pid` (mount, pid, net, ipc, uts) with `env`; the exit
-/// code, or an error.
-pub async fn exec_in(
-    pid: i32,
-    cmd: &[String],
-    env: &[String],
-    timeout: Duration,
-) -> Result<i32, String> {
-    let (prog, args) = cmd.split_first().ok_or("exec: empty command")?;
-    let mut fds = Vec::new();
-    for ns in ["ipc", "uts", "net", "pid", "mnt"] {
-        fds.push(open_ns(pid, ns).map_err(|e| format!("exec: open namespace {ns}: {e}"))?);
-    }
-    let raw: Vec<i32> = fds.iter().map(|f| f.as_raw_fd()).collect();
-    let mut c = tokio::process::Command::new(prog);
-    c.args(args)
-        .env_clear()
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true);
-    for kv in env {
-        if let Some((k, v)) = kv.split_once('=') {
-            c.env(k, v);
-        }
-    }
-    // SAFETY: the closure runs in the forked child before exec and only calls async-signal-safe
-    // functions (setns, chdir) on fds opened before the fork.
-    unsafe {
-        c.pre_exec(move || {
-            for fd in &raw {
-                if libc::setns(*fd, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            if libc::chdir(c"/".as_ptr()) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let child = c.spawn().map_err(|e| format!("exec {prog}: {e}"))?;
-    drop(fds);
-    let out = tokio::time::timeout(timeout, child.wait_with_output())
-        .await
-        .map_err(|_| format!("exec {prog}: timed out after {timeout:?}"))?
-        .map_err(|e| format!("exec {prog}: {e}"))?;
-    Ok(out.status.code().unwrap_or(128 + 9))
 }
 
 /// Connect to `port` on loopback inside the network namespace of `pid` (the pod's), or to
@@ -236,10 +200,54 @@ async fn tcp(c: &Container, t: &Target, a: &TcpSocketAction, timeout: Duration) 
 }
 
 async fn exec(t: &Target, e: &ExecAction, timeout: Duration) -> Outcome {
-    match exec_in(t.pid, &e.command, &t.env, timeout).await {
+    let Some((rt, id)) = t.exec.clone() else {
+        return Outcome::Failure("exec: no runtime to run the command in the container".into());
+    };
+    match exec_confined(rt, id, e.command.clone(), timeout).await {
         Ok(0) => Outcome::Success,
         Ok(code) => Outcome::Failure(format!("command exited with {code}")),
         Err(e) => Outcome::Failure(e),
+    }
+}
+
+/// Run `cmd` with [`kapsel_runtime::Runtime::exec`] in container `id` (never more than the
+/// container has; its own environment), output discarded; killed after `timeout`.
+pub async fn exec_confined(
+    rt: Arc<dyn kapsel_runtime::Runtime>,
+    id: ContainerId,
+    cmd: Vec<String>,
+    timeout: Duration,
+) -> Result<i32, String> {
+    let prog = cmd.first().cloned().ok_or("exec: empty command")?;
+    let started = tokio::task::spawn_blocking(move || {
+        let null = |_| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/null")
+                .map(OwnedFd::from)
+                .map_err(|e| format!("exec {prog}: /dev/null: {e}"))
+        };
+        let spec = kapsel_runtime::ExecSpec {
+            command: cmd,
+            stdin: None,
+            stdout: null(())?,
+            stderr: null(())?,
+        };
+        rt.exec(&id, spec).map_err(|e| format!("exec {prog}: {e}"))
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    let kill = started.killer();
+    let mut process = started;
+    let wait = tokio::task::spawn_blocking(move || process.wait());
+    match tokio::time::timeout(timeout, wait).await {
+        Ok(Ok(Ok(code))) => Ok(code),
+        Ok(Ok(Err(e))) => Err(e.to_string()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => {
+            kill.kill();
+            Err(format!("command timed out after {timeout:?}"))
+        }
     }
 }
 
@@ -500,6 +508,7 @@ mod tests {
             pid: std::process::id() as i32,
             env: vec![],
             hollow_never_ready: false,
+            exec: None,
         };
         let host = Some("127.0.0.1".to_string());
         let mk = |path: &str| HttpGetAction {

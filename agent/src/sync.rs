@@ -964,6 +964,7 @@ impl Worker {
                     .annotations
                     .get("hollow.kapsel.io/never-ready")
                     .is_some_and(|v| v == "true"),
+                exec: Some((self.ctx.rt.clone(), id.clone())),
             };
             let report: probes::FailureReporter = {
                 let (ctx, pod) = (self.ctx.clone(), pod.clone());
@@ -1096,6 +1097,7 @@ impl Worker {
                         pid,
                         env,
                         hollow_never_ready: false,
+                        exec: Some((rt.clone(), id.clone())),
                     };
                     let left = deadline.saturating_duration_since(Instant::now());
                     let hook = probes::run_handler(

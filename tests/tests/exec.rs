@@ -26,7 +26,24 @@ struct Cluster {
     _guard: Option<HostGuard>,
     audit: PathBuf,
     run: PathBuf,
-    _dir: tempfile::TempDir,
+    _dir: Removed,
+}
+
+/// The test's directory, removed after the runtime's last writes: a container's supervisor
+/// may still write its exit record just after the guard killed it.
+struct Removed(tempfile::TempDir);
+
+impl Drop for Removed {
+    fn drop(&mut self) {
+        for _ in 0..50 {
+            match std::fs::remove_dir_all(self.0.path()) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    std::thread::sleep(Duration::from_millis(100))
+                }
+                _ => return,
+            }
+        }
+    }
 }
 
 /// The busybox image of these tests.
@@ -88,7 +105,7 @@ fn start(prefix: &str, hollow: bool) -> Cluster {
         _guard: guard,
         audit,
         run,
-        _dir: dir,
+        _dir: Removed(dir),
     }
 }
 
@@ -120,7 +137,27 @@ async fn running_pod(client: &Client, ns: &str, name: &str, extra: serde_json::V
     .await
 }
 
+fn merge_into(mut a: serde_json::Value, b: serde_json::Value) -> serde_json::Value {
+    merge(&mut a, b);
+    a
+}
+
+/// JSON merge: objects key by key, lists of objects (`containers`) item by item, anything
+/// else replaced.
 fn merge(a: &mut serde_json::Value, b: serde_json::Value) {
+    if let (serde_json::Value::Array(a), serde_json::Value::Array(b)) = (&mut *a, &b) {
+        if !b.iter().all(serde_json::Value::is_object) {
+            *a = b.clone();
+            return;
+        }
+        for (i, v) in b.iter().enumerate() {
+            match a.get_mut(i) {
+                Some(x) => merge(x, v.clone()),
+                None => a.push(v.clone()),
+            }
+        }
+        return;
+    }
     match (a, b) {
         (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
             for (k, v) in b {
@@ -145,7 +182,24 @@ fn kapsel_exec(server: &Server, args: &[&str], stdin: &[u8]) -> Output {
     let mut input = child.stdin.take().expect("stdin");
     input.write_all(stdin).expect("write stdin");
     drop(input);
-    child.wait_with_output().expect("kapsel exec")
+    finish(child, &format!("kapsel {args:?}"))
+}
+
+/// Wait for a child we started, at most a minute: a hung exec fails the test with its name.
+fn finish(child: std::process::Child, what: &str) -> Output {
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(out) => out.expect(what),
+        Err(_) => {
+            // SAFETY: kill(2) of our own child, still unreaped (its waiter thread holds it).
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            panic!("{what} did not finish within 60 s");
+        }
+    }
 }
 
 fn text(b: &[u8]) -> String {
@@ -233,7 +287,7 @@ async fn exec_runs_in_the_container_propagates_exit_codes_and_is_audited() {
     // kubectl speaks the same protocol (websocket v5 since 1.30), when installed
     let kubectl = Path::new("/opt/kapsel-venv/bin/kubectl");
     if kubectl.exists() {
-        let out = Command::new(kubectl)
+        let child = Command::new(kubectl)
             .arg("--kubeconfig")
             .arg(c.server.kubeconfig())
             .args([
@@ -245,23 +299,28 @@ async fn exec_runs_in_the_container_propagates_exit_codes_and_is_audited() {
                 "echo from-kubectl; exit 4",
             ])
             .env_remove("KUBECONFIG")
-            .output()
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
             .expect("kubectl");
+        let out = finish(child, "kubectl exec");
         assert_eq!(out.status.code(), Some(4), "kubectl exec: {out:?}");
         assert_eq!(text(&out.stdout), "from-kubectl\n", "{out:?}");
-        let out = Command::new(kubectl)
+        let mut child = Command::new(kubectl)
             .arg("--kubeconfig")
             .arg(c.server.kubeconfig())
             .args(["exec", "-i", "shell", "--", "cat"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            .env_remove("KUBECONFIG")
             .spawn()
-            .and_then(|mut ch| {
-                ch.stdin.take().unwrap().write_all(b"piped to kubectl\n")?;
-                ch.wait_with_output()
-            })
             .expect("kubectl -i");
+        let mut input = child.stdin.take().expect("stdin");
+        input.write_all(b"piped to kubectl\n").expect("write");
+        drop(input);
+        let out = finish(child, "kubectl exec -i");
         assert_eq!(
             (out.status.code(), text(&out.stdout).as_str()),
             (Some(0), "piped to kubectl\n"),
@@ -337,9 +396,47 @@ async fn exec_and_httpd_are_bound_by_an_httpd_only_allow_list() {
         &mut locked,
         serde_json::json!({"metadata": {"annotations": {"kapsel.dev/allowed-executables": "/bin/httpd"}}}),
     );
-    let web = running_pod(&client, "default", "web", locked).await;
-    // the same image without a profile: the control
-    let open = running_pod(&client, "default", "open", httpd).await;
+    let web = running_pod(&client, "default", "web", locked.clone()).await;
+    // Exec probes run confined too: a shell probe fails in the locked pod, while the same
+    // probe passes in the same image without a profile (the control).
+    let probe = serde_json::json!({"spec": {"containers": [{"name": "c", "readinessProbe": {
+        "exec": {"command": ["/bin/sh", "-c", "true"]}, "periodSeconds": 1,
+    }}]}});
+    let mut probed = locked;
+    merge(&mut probed, probe.clone());
+    let mut open = httpd;
+    merge(&mut open, probe);
+    let pods: Api<Pod> = client.api(Some("default"));
+    let p: Pod = serde_json::from_value(merge_into(
+        serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "probed"}}),
+        probed,
+    ))
+    .expect("pod");
+    pods.create(&p).await.expect("create probed");
+    let open = running_pod(&client, "default", "open", open).await;
+    let events: Api<kapsel_api::Event> = client.api(Some("default"));
+    let denied = eventually(
+        Duration::from_secs(60),
+        "an Unhealthy event of the probed pod",
+        || {
+            let events = events.clone();
+            async move {
+                let l = events.list(&Default::default()).await.ok()?;
+                l.items
+                    .into_iter()
+                    .filter_map(|e| serde_json::to_value(e).ok())
+                    .find(|e| e["involvedObject"]["name"] == "probed" && e["reason"] == "Unhealthy")
+            }
+        },
+    )
+    .await;
+    let msg = denied["message"].as_str().unwrap_or("");
+    assert!(
+        msg.starts_with("Readiness probe failed: ") && msg.contains("Permission denied"),
+        "{denied}"
+    );
+    let p = pods.get("probed").await.expect("probed");
+    assert!(pod_phase(&p) == "Running" && !pod_ready(&p), "{p:?}");
     let netns = |p: &Pod| {
         c.run
             .join("sandboxes")

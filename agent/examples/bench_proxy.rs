@@ -4,6 +4,9 @@
 //! live step on one node; the API watch hop is not included).
 //!
 //! `cargo run --release -p kapsel-agent --example bench_proxy -- [SERVICES] [ROUNDS]`
+//!
+//! The whole path (API write → watch → every node's rules) and requests through a NodePort
+//! vs a pod IP are measured on the multi-node harness by `tests/tests/bench_net.rs`.
 
 use std::process::Command;
 use std::sync::Arc;
@@ -82,7 +85,11 @@ fn main() {
         .collect();
     let services = args.first().copied().unwrap_or(100);
     let rounds = args.get(1).copied().unwrap_or(50);
-    let _ = Command::new("ip").args(["netns", "del", NS]).status();
+    // a leftover of an interrupted run (missing is fine)
+    let _ = Command::new("ip")
+        .args(["netns", "del", NS])
+        .stderr(std::process::Stdio::null())
+        .status();
     assert!(Command::new("ip")
         .args(["netns", "add", NS])
         .status()

@@ -16,8 +16,18 @@ use kapsel_runtime::{HollowRuntime, LinuxRuntime, RuntimeConfig};
 #[command(name = "kapsel-agent", version, about = "kapsel node agent")]
 struct Args {
     /// The API server URL (the agent only dials out).
-    #[arg(long, env = "KAPSEL_SERVER")]
+    #[arg(
+        long,
+        env = "KAPSEL_SERVER",
+        required_unless_present = "cleanup",
+        default_value = ""
+    )]
     server: String,
+    /// Remove what the pod network and the service proxy put on this node (both nft tables,
+    /// kapsel's routes, pod veths, the kapsel0 bridge, the IPAM state in --data-dir) and exit.
+    /// For a node leaving the cluster; run it after stopping the agent.
+    #[arg(long)]
+    cleanup: bool,
     #[arg(long, env = "KAPSEL_TOKEN")]
     token: Option<String>,
     /// Node name (default: the hostname).
@@ -115,6 +125,18 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let a = Args::parse();
+    if a.cleanup {
+        for what in kapsel_agent::net::cleanup_node(&kapsel_agent::net::ops::IpCommands)? {
+            println!("removed {what}");
+        }
+        let state = a.data_dir.join("net");
+        if state.exists() {
+            std::fs::remove_dir_all(&state)
+                .with_context(|| format!("removing {}", state.display()))?;
+            println!("removed {}", state.display());
+        }
+        return Ok(());
+    }
     let mut cfg = AgentConfig::new(
         a.server.clone(),
         a.node_name.clone().unwrap_or_else(hostname),

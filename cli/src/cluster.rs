@@ -165,8 +165,18 @@ pub struct ServerArgs {
 #[derive(Debug, Args)]
 pub struct AgentArgs {
     /// The API server URL (`http://host:6443`).
-    #[arg(long, env = "KAPSEL_SERVER")]
+    #[arg(
+        long,
+        env = "KAPSEL_SERVER",
+        required_unless_present = "cleanup",
+        default_value = ""
+    )]
     pub server: String,
+    /// Remove what the pod network and the service proxy put on this node (both nft tables,
+    /// kapsel's routes, pod veths, the kapsel0 bridge, the IPAM state in --data-dir) and exit.
+    /// For a node leaving the cluster; run it after stopping the agent.
+    #[arg(long)]
+    pub cleanup: bool,
     /// The join token (the server's DATA_DIR/server/node-token).
     #[arg(long, env = "KAPSEL_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -697,6 +707,18 @@ fn report(what: &str, r: Result<anyhow::Result<()>, tokio::task::JoinError>) {
 /// `kapsel agent`.
 pub async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     init_tracing();
+    if args.cleanup {
+        for what in kapsel_agent::net::cleanup_node(&kapsel_agent::net::ops::IpCommands)? {
+            println!("removed {what}");
+        }
+        let state = args.data_dir.join("agent").join("net");
+        if state.exists() {
+            std::fs::remove_dir_all(&state)
+                .with_context(|| format!("removing {}", state.display()))?;
+            println!("removed {}", state.display());
+        }
+        return Ok(());
+    }
     let token = match (&args.token, &args.token_file) {
         (Some(t), _) => Some(t.trim().to_string()),
         (None, Some(f)) => Some(

@@ -861,6 +861,28 @@ impl Cluster {
         self.nodes[i].agent = Some(p);
     }
 
+    /// `kapsel agent --cleanup` in node `i`'s network namespace (after its agent stopped):
+    /// what a node leaving the cluster runs; its output.
+    pub fn cleanup_node(&self, i: usize) -> String {
+        let n = &self.nodes[i];
+        assert!(n.agent.is_none(), "stop agent {i} first");
+        let o = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", n.netns))
+            .arg(binary("kapsel"))
+            .args(["agent", "--cleanup", "--data-dir"])
+            .arg(&n.data_dir)
+            .output()
+            .expect("run kapsel agent --cleanup");
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            o.status.success(),
+            "kapsel agent --cleanup: {}\n{out}{}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        );
+        out
+    }
+
     /// SIGKILL node `i`'s agent (its containers keep running).
     pub fn kill_agent(&mut self, i: usize) {
         if let Some(mut p) = self.nodes[i].agent.take() {

@@ -73,7 +73,7 @@ async fn running_pods(c: &Cluster, selector: &str, n: usize) -> Vec<Pod> {
 /// leaves no netns, link, cgroup or mount behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn harness_runs_three_nodes_and_cleans_up() {
-    let Some(c) = Cluster::start(
+    let Some(mut c) = Cluster::start(
         "harness_runs_three_nodes_and_cleans_up",
         ClusterOpts::default(),
     ) else {
@@ -101,6 +101,27 @@ async fn harness_runs_three_nodes_and_cleans_up() {
         assert!(c.pod_netns(p).exists(), "{}", c.pod_netns(p).display());
     }
     println!("pods per node: {by_node:?}");
+    // A node leaving the cluster: with its agent stopped, `kapsel agent --cleanup` removes
+    // kapsel's bridge, pod veths, routes and nft tables from it — and nothing else.
+    c.stop_agent(0);
+    assert!(c.node_sh(0, "ip -o link show").contains("kapsel0"));
+    let out = c.cleanup_node(0);
+    println!("{out}");
+    assert!(out.contains("bridge kapsel0"), "{out}");
+    let links = c.node_sh(0, "ip -o link show");
+    assert!(
+        !links.contains("kapsel0") && !links.contains(": kv"),
+        "{links}"
+    );
+    assert!(
+        links.contains("eth0"),
+        "the node's own interface stays: {links}"
+    );
+    assert_eq!(c.node_sh(0, "ip route show proto 75").trim(), "");
+    let tables = c.node_sh(0, "nft list tables");
+    assert!(!tables.contains("kapsel"), "{tables}");
+    assert!(!c.nodes[0].data_dir.join("agent/net").exists());
+    c.node_sh(0, &format!("busybox ping -c1 -W2 {}", c.nodes[1].ip));
     drop(c);
     let left = leftovers();
     assert!(left.is_empty(), "left behind: {left:?}");

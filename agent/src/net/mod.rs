@@ -194,6 +194,32 @@ pub fn host_network(p: &Pod) -> bool {
         .unwrap_or(false)
 }
 
+/// Remove everything the pod network and the service proxy put into this node's kernel: both
+/// nft tables, kapsel's routes (protocol [`plan::ROUTE_PROTO`]), the pods' host-side veths and
+/// the bridge — for a node leaving the cluster (`kapsel-agent --cleanup`, like
+/// `kube-proxy --cleanup`), run after the agent has stopped. Nothing else is touched. Pods still
+/// running lose their network. Returns what was removed.
+pub fn cleanup_node(ops: &dyn NetOps) -> Result<Vec<String>, NetError> {
+    let mut removed = Vec::new();
+    for table in [proxy::TABLE, plan::NFT_TABLE] {
+        ops.nft_delete_table(table)?;
+        removed.push(format!("nft table ip {table} (if it existed)"));
+    }
+    for dst in ops.list_routes()?.into_keys() {
+        ops.delete_route(dst)?;
+        removed.push(format!("route {dst}"));
+    }
+    for link in ops.list_links(VETH_PREFIX)? {
+        ops.delete_link(&link)?;
+        removed.push(format!("link {link}"));
+    }
+    if ops.link_exists(BRIDGE) {
+        ops.delete_bridge(BRIDGE)?;
+        removed.push(format!("bridge {BRIDGE}"));
+    }
+    Ok(removed)
+}
+
 impl PodNetwork {
     /// The real pod network of an agent (iproute2/nft, state in `<data_dir>/net`).
     pub fn from_agent(
@@ -608,6 +634,33 @@ mod tests {
         p
     }
 
+    #[test]
+    fn cleanup_removes_tables_routes_veths_and_bridge_and_nothing_else() {
+        let ops = ops::RecordingOps::default();
+        for l in [BRIDGE, "kv1234", "kv5678", "eth0", "docker0"] {
+            crate::lock(&ops.links).insert(l.into());
+        }
+        let dst = Ipv4Cidr::parse("10.88.2.0/24").unwrap();
+        crate::lock(&ops.routes).insert(dst, "192.168.1.12".parse().unwrap());
+        let removed = cleanup_node(&ops).unwrap();
+        assert_eq!(removed.len(), 6, "{removed:?}");
+        assert_eq!(
+            ops.calls(),
+            [
+                "nft_delete_table kapsel-svc",
+                "nft_delete_table kapsel-podnet",
+                "delete_route 10.88.2.0/24",
+                "delete_link kv1234",
+                "delete_link kv5678",
+                "delete_bridge kapsel0",
+            ]
+        );
+        let left: Vec<String> = crate::lock(&ops.links).iter().cloned().collect();
+        assert_eq!(left, ["docker0", "eth0"]);
+        assert!(crate::lock(&ops.routes).is_empty());
+        // a second run finds nothing more to remove
+        assert_eq!(cleanup_node(&ops).unwrap().len(), 2);
+    }
     #[test]
     fn pods_wait_for_the_pod_cidr_then_get_ips_routes_and_rules() {
         let dir = tempfile::tempdir().unwrap();

@@ -9,6 +9,9 @@
 #   FUZZ_TARGETS  space-separated subset of targets (default: all, from `cargo fuzz list`)
 #   FUZZ_FLAGS    cargo fuzz build/run flags (default "-O"; e.g. "-O --sanitizer none" builds
 #                 faster but finds only panics and aborts, not memory errors in unsafe code)
+#
+# `scripts/fuzz.sh build` only installs cargo-fuzz (if missing) and builds the targets: .ci/run
+# runs that in the background at nice 19 while the test suite runs, then fuzzes.
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 secs="${FUZZ_SECONDS:-30}"
@@ -23,6 +26,7 @@ else
   cargo fuzz build "${flags[@]}"
 fi
 echo "fuzz: build ${flags[*]} took $(($(date +%s) - t0)) s"
+[ "${1:-}" = build ] && exit 0
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 summary=""

@@ -11,6 +11,7 @@ pkgs=(
   python3-venv                  # /opt/kapsel-venv below
   docker.io docker-compose binutils  # docker-compose.yml and its test (tests/tests/compose.rs)
   gcc libc6-dev                 # the escape suite's static syscall program (agent/runtime/tests/escape)
+  g++                           # libFuzzer's C++ sources (libfuzzer-sys, scripts/fuzz.sh)
   chromium                      # tests/tests/observability.rs drives it headless (Playwright)
 )
 missing=()
@@ -75,7 +76,8 @@ if [ ${#pip_pkgs[@]} -gt 0 ]; then
 fi
 
 
-# cargo-fuzz for scripts/fuzz.sh, only when asked (KAPSEL_FUZZ=1): .ci/run does not fuzz yet.
+# cargo-fuzz up front when asked (KAPSEL_FUZZ=1); scripts/fuzz.sh otherwise installs it itself
+# (in CI: in the background, while the tests run).
 if [ "${KAPSEL_FUZZ:-}" = 1 ] && ! command -v cargo-fuzz >/dev/null 2>&1; then
   cargo install --locked cargo-fuzz
 fi

@@ -160,48 +160,31 @@ impl AgentRegistry {
     /// refused) the request; the stream then yields the log bytes and ends at EOF (or, with
     /// `follow`, when the container's log ends or the caller drops the stream).
     pub async fn logs(&self, node: &str, q: &LogQuery) -> Result<RelayedLog, RelayError> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let (ptx, mut prx) = mpsc::channel(64);
-        let (tx, pending) = {
-            let agents = lock(&self.agents);
-            let a = agents
-                .get(node)
-                .ok_or_else(|| RelayError::NotConnected(node.to_string()))?;
-            lock(&a.pending).insert(id, ptx);
-            (a.tx.clone(), a.pending.clone())
-        };
-        let req = LogRequest {
-            request_id: id,
-            namespace: q.namespace.clone(),
-            pod: q.pod.clone(),
-            container: q.container.clone(),
-            follow: q.follow,
-            tail_lines: q.tail_lines.unwrap_or(-1),
-            since_seconds: q.since_seconds.unwrap_or(-1),
-            timestamps: q.timestamps,
-            previous: q.previous,
-            limit_bytes: q.limit_bytes.unwrap_or(-1),
-            cancel: false,
-            proxy_path: q.proxy_path.clone(),
-            ..Default::default()
-        };
-        if tx.send(Ok(req)).await.is_err() {
-            lock(&pending).remove(&id);
-            return Err(RelayError::AgentGone(node.to_string()));
-        }
-        // The agent answers every accepted request with a first (possibly empty) data chunk.
-        let first = match prx.recv().await {
-            None => return Err(RelayError::AgentGone(node.to_string())),
-            Some(LogPiece::Error { code, message }) => {
-                return Err(RelayError::Agent { code, message })
-            }
-            Some(LogPiece::Data(b)) | Some(LogPiece::Out { data: b, .. }) => b,
-            Some(LogPiece::Exit { .. }) => Bytes::new(),
+        let (first, rx, cancel) = self
+            .start(node, |request_id| LogRequest {
+                request_id,
+                namespace: q.namespace.clone(),
+                pod: q.pod.clone(),
+                container: q.container.clone(),
+                follow: q.follow,
+                tail_lines: q.tail_lines.unwrap_or(-1),
+                since_seconds: q.since_seconds.unwrap_or(-1),
+                timestamps: q.timestamps,
+                previous: q.previous,
+                limit_bytes: q.limit_bytes.unwrap_or(-1),
+                cancel: false,
+                proxy_path: q.proxy_path.clone(),
+                ..Default::default()
+            })
+            .await?;
+        let first = match first {
+            LogPiece::Data(b) | LogPiece::Out { data: b, .. } => b,
+            _ => Bytes::new(),
         };
         Ok(RelayedLog {
             first: (!first.is_empty()).then_some(first),
-            rx: prx,
-            cancel: Some((tx, pending, id)),
+            rx,
+            cancel: Some(cancel),
             node: node.to_string(),
         })
     }
@@ -280,6 +263,33 @@ impl AgentRegistry {
     /// Start `q.command` in a container on `node`'s agent. Resolves once the agent accepted
     /// (or refused) it.
     pub async fn exec(&self, node: &str, q: &ExecQuery) -> Result<RelayedExec, RelayError> {
+        let (_, rx, cancel) = self
+            .start(node, |request_id| LogRequest {
+                request_id,
+                namespace: q.namespace.clone(),
+                pod: q.pod.clone(),
+                container: q.container.clone(),
+                exec_command: q.command.clone(),
+                exec_stdin: q.stdin,
+                ..Default::default()
+            })
+            .await?;
+        Ok(RelayedExec {
+            rx,
+            tx: cancel.0.clone(),
+            id: cancel.2,
+            cancel: Some(cancel),
+        })
+    }
+
+    /// Send the request `make(id)` to `node`'s agent and wait for its first answer: the
+    /// agent answers every accepted request with a first (possibly empty) piece, a refused one
+    /// with an error.
+    async fn start(
+        &self,
+        node: &str,
+        make: impl FnOnce(u64) -> LogRequest,
+    ) -> Result<(LogPiece, mpsc::Receiver<LogPiece>, CancelHandle), RelayError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let (ptx, mut prx) = mpsc::channel(64);
         let (tx, pending) = {
@@ -290,28 +300,14 @@ impl AgentRegistry {
             lock(&a.pending).insert(id, ptx);
             (a.tx.clone(), a.pending.clone())
         };
-        let req = LogRequest {
-            request_id: id,
-            namespace: q.namespace.clone(),
-            pod: q.pod.clone(),
-            container: q.container.clone(),
-            exec_command: q.command.clone(),
-            exec_stdin: q.stdin,
-            ..Default::default()
-        };
-        if tx.send(Ok(req)).await.is_err() {
+        if tx.send(Ok(make(id))).await.is_err() {
             lock(&pending).remove(&id);
             return Err(RelayError::AgentGone(node.to_string()));
         }
         match prx.recv().await {
             None => Err(RelayError::AgentGone(node.to_string())),
             Some(LogPiece::Error { code, message }) => Err(RelayError::Agent { code, message }),
-            Some(_) => Ok(RelayedExec {
-                rx: prx,
-                tx: tx.clone(),
-                cancel: Some((tx, pending, id)),
-                id,
-            }),
+            Some(first) => Ok((first, prx, (tx, pending, id))),
         }
     }
 }

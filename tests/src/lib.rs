@@ -64,6 +64,22 @@ pub fn binary(name: &str) -> PathBuf {
     p
 }
 
+/// Under `root`: `/www/index.html` ("index-ok") and an executable `#!/bin/sh` CGI script
+/// `/www/cgi-bin/sh.cgi` printing "cgi-ran-a-shell" — for tests checking that an httpd under an
+/// executable allow-list cannot spawn a shell.
+pub fn write_shell_cgi_site(root: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(root.join("www/cgi-bin")).expect("www");
+    std::fs::write(root.join("www/index.html"), "index-ok\n").expect("index");
+    let cgi = root.join("www/cgi-bin/sh.cgi");
+    std::fs::write(
+        &cgi,
+        "#!/bin/sh\necho 'Content-Type: text/plain'\necho\necho cgi-ran-a-shell\n",
+    )
+    .expect("cgi");
+    std::fs::set_permissions(&cgi, std::fs::Permissions::from_mode(0o755)).expect("chmod cgi");
+}
+
 /// Whether root-only tests can run. Not root: skip (return false), except under `CI=true`,
 /// where it panics so the test fails instead of silently passing.
 pub fn require_root(test: &str) -> bool {

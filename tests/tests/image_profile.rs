@@ -34,17 +34,8 @@ fn profile_rootfs(dir: &Path) -> PathBuf {
     for copy in ["httpd", "cat"] {
         std::fs::copy(root.join("bin/busybox"), root.join("bin").join(copy)).expect("copy");
     }
-    std::fs::create_dir_all(root.join("www/cgi-bin")).expect("www");
     std::fs::create_dir_all(root.join("data")).expect("data");
-    std::fs::write(root.join("www/index.html"), "index-ok\n").expect("index");
-    let cgi = root.join("www/cgi-bin/sh.cgi");
-    std::fs::write(
-        &cgi,
-        "#!/bin/sh\necho 'Content-Type: text/plain'\necho\necho cgi-ran-a-shell\n",
-    )
-    .expect("cgi");
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&cgi, std::fs::Permissions::from_mode(0o755)).expect("chmod cgi");
+    write_shell_cgi_site(&root);
     root
 }
 

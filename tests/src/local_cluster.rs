@@ -14,21 +14,42 @@ pub struct HostGuard {
 
 impl Drop for HostGuard {
     fn drop(&mut self) {
-        fn each_dir(dir: &Path, f: &mut dyn FnMut(&Path)) {
-            if let Ok(rd) = std::fs::read_dir(dir) {
-                for e in rd.flatten() {
-                    if e.file_type().is_ok_and(|t| t.is_dir()) {
-                        each_dir(&e.path(), f);
-                    }
+        remove_cgroup_tree(&self.cgroup, |_| {
+            let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+            let mut ours: Vec<&str> = mounts
+                .lines()
+                .filter_map(|l| l.split(' ').nth(4))
+                .filter(|m| Path::new(m).starts_with(&self.dir))
+                .collect();
+            ours.sort_by_key(|m| std::cmp::Reverse(m.len()));
+            for m in ours {
+                sh_quiet(&format!("umount -l '{m}'"));
+            }
+        });
+    }
+}
+
+/// Remove the test-owned cgroup `name` in every hierarchy: SIGKILL every process in it (the
+/// containers a stopped server left running), run `between` (e.g. unmount what they held),
+/// then remove the dirs depth-first, retrying for up to 5 s while a cgroup whose last process
+/// is still exiting refuses rmdir (EBUSY).
+pub fn remove_cgroup_tree(name: &str, between: impl FnOnce(&[PathBuf])) {
+    fn each_dir(dir: &Path, f: &mut dyn FnMut(&Path)) {
+        if let Ok(rd) = std::fs::read_dir(dir) {
+            for e in rd.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    each_dir(&e.path(), f);
                 }
             }
-            f(dir);
         }
-        let mut roots = vec![PathBuf::from("/sys/fs/cgroup").join(&self.cgroup)];
-        if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
-            roots.extend(rd.flatten().map(|h| h.path().join(&self.cgroup)));
-        }
-        for root in &roots {
+        f(dir);
+    }
+    let mut roots = vec![PathBuf::from("/sys/fs/cgroup").join(name)];
+    if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
+        roots.extend(rd.flatten().map(|h| h.path().join(name)));
+    }
+    let kill_all = |roots: &[PathBuf]| {
+        for root in roots {
             each_dir(root, &mut |d| {
                 let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
                 for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
@@ -37,22 +58,21 @@ impl Drop for HostGuard {
                 }
             });
         }
-        std::thread::sleep(Duration::from_millis(200));
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let mut ours: Vec<&str> = mounts
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|m| Path::new(m).starts_with(&self.dir))
-            .collect();
-        ours.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in ours {
-            sh_quiet(&format!("umount -l '{m}'"));
-        }
+    };
+    kill_all(&roots);
+    std::thread::sleep(Duration::from_millis(200));
+    between(&roots);
+    for _ in 0..50 {
         for root in &roots {
             each_dir(root, &mut |d| {
                 let _ = std::fs::remove_dir(d);
             });
         }
+        if roots.iter().all(|r| !r.exists()) {
+            break;
+        }
+        kill_all(&roots);
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

@@ -15,27 +15,13 @@ use kapsel_tests::*;
 
 const PYTHON: &str = "/opt/kapsel-venv/bin/python";
 
-/// Removes the test's cgroup parent (every hierarchy) when dropped, also after a failure.
+/// Removes the test's cgroup parent (every hierarchy, processes killed) when dropped, also
+/// after a failure.
 struct CgroupGuard(String);
 
 impl Drop for CgroupGuard {
     fn drop(&mut self) {
-        fn rm(dir: &Path) {
-            if let Ok(rd) = std::fs::read_dir(dir) {
-                for e in rd.flatten() {
-                    if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                        rm(&e.path());
-                    }
-                }
-            }
-            let _ = std::fs::remove_dir(dir);
-        }
-        if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
-            for h in rd.flatten() {
-                rm(&h.path().join(&self.0));
-            }
-        }
-        rm(&Path::new("/sys/fs/cgroup").join(&self.0));
+        kapsel_tests::local_cluster::remove_cgroup_tree(&self.0, |_| {});
     }
 }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use kapsel_api::client::{Api, ListParams};
 use kapsel_api::{Deployment, Pod};
+use kapsel_tests::local_cluster::HostGuard;
 use kapsel_tests::*;
 
 fn hollow_server(dir: &std::path::Path, node: &str, extra: &[&str]) -> Server {
@@ -18,30 +19,6 @@ fn hollow_server(dir: &std::path::Path, node: &str, extra: &[&str]) -> Server {
             ..Default::default()
         },
     )
-}
-
-/// Removes the test's cgroup parent (every hierarchy) when dropped, also after a failure.
-struct CgroupGuard(String);
-
-impl Drop for CgroupGuard {
-    fn drop(&mut self) {
-        fn rm(dir: &std::path::Path) {
-            if let Ok(rd) = std::fs::read_dir(dir) {
-                for e in rd.flatten() {
-                    if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                        rm(&e.path());
-                    }
-                }
-            }
-            let _ = std::fs::remove_dir(dir);
-        }
-        if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
-            for h in rd.flatten() {
-                rm(&h.path().join(&self.0));
-            }
-        }
-        rm(&std::path::Path::new("/sys/fs/cgroup").join(&self.0));
-    }
 }
 
 /// The demo Deployment `default/web` with all its replicas Ready (its live pods).
@@ -312,7 +289,11 @@ async fn crashloop_example() {
     let id = short_id();
     let runtime_dir = dir.path().join("run");
     let cgroup_parent = format!("kt-ex-crash-{id}");
-    let _cgroups = CgroupGuard(cgroup_parent.clone());
+    // kills what the server leaves in its cgroups, unmounts its sandboxes, removes the cgroups
+    let _cgroups = HostGuard {
+        cgroup: cgroup_parent.clone(),
+        dir: dir.path().to_path_buf(),
+    };
     let server = Server::start(
         dir.path(),
         &ServerOpts {

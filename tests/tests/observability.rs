@@ -11,26 +11,18 @@ use std::time::Duration;
 use futures::StreamExt;
 use kapsel_api::client::{Api, Client, ListParams};
 use kapsel_api::{Event, WatchEventType};
+use kapsel_tests::local_cluster::HostGuard;
 use kapsel_tests::*;
 
 const PYTHON: &str = "/opt/kapsel-venv/bin/python";
 
-/// Removes the test's cgroup parent (every hierarchy, processes killed) when dropped, also
-/// after a failure.
-struct CgroupGuard(String);
-
-impl Drop for CgroupGuard {
-    fn drop(&mut self) {
-        kapsel_tests::local_cluster::remove_cgroup_tree(&self.0, |_| {});
-    }
-}
-
 /// A `kapsel server` with a real local agent (own runtime dir and cgroup parent `kt-obs-…`)
 /// and the demo image `kapsel.local/demo-httpd:v1` imported into its store. The server is
-/// declared last so it stops before the cgroups are removed.
+/// declared first so it stops before the guard kills what is left in its cgroups, unmounts
+/// its sandboxes' namespace files and removes the cgroups.
 struct Cluster {
     server: Server,
-    _cgroups: CgroupGuard,
+    _cgroups: HostGuard,
     _dir: tempfile::TempDir,
 }
 
@@ -38,7 +30,10 @@ fn real_cluster(name: &str) -> Cluster {
     let dir = tempdir(&format!("kt-obs-{name}-"));
     let id = short_id();
     let cgroup_parent = format!("kt-obs-{name}-{id}");
-    let cgroups = CgroupGuard(cgroup_parent.clone());
+    let cgroups = HostGuard {
+        cgroup: cgroup_parent.clone(),
+        dir: dir.path().to_path_buf(),
+    };
     let server = Server::start(
         dir.path(),
         &ServerOpts {

@@ -184,7 +184,7 @@ impl AgentRegistry {
         Ok(RelayedLog {
             first: (!first.is_empty()).then_some(first),
             rx,
-            cancel: Some(cancel),
+            _cancel: cancel,
             node: node.to_string(),
         })
     }
@@ -212,9 +212,7 @@ pub enum ExecEvent {
 /// An exec running on an agent. Dropping it kills the process (cancels the request).
 pub struct RelayedExec {
     rx: mpsc::Receiver<LogPiece>,
-    tx: mpsc::Sender<Result<LogRequest, Status>>,
-    cancel: Option<CancelHandle>,
-    id: u64,
+    req: CancelHandle,
 }
 
 impl RelayedExec {
@@ -234,28 +232,15 @@ impl RelayedExec {
     /// Send stdin to the process (`eof`: close its stdin).
     pub async fn stdin(&self, data: Vec<u8>, eof: bool) {
         let _ = self
+            .req
             .tx
             .send(Ok(LogRequest {
-                request_id: self.id,
+                request_id: self.req.id,
                 stdin: data,
                 stdin_eof: eof,
                 ..Default::default()
             }))
             .await;
-    }
-}
-
-impl Drop for RelayedExec {
-    fn drop(&mut self) {
-        if let Some((tx, pending, id)) = self.cancel.take() {
-            if lock(&pending).remove(&id).is_some() {
-                let _ = tx.try_send(Ok(LogRequest {
-                    request_id: id,
-                    cancel: true,
-                    ..Default::default()
-                }));
-            }
-        }
     }
 }
 
@@ -274,12 +259,7 @@ impl AgentRegistry {
                 ..Default::default()
             })
             .await?;
-        Ok(RelayedExec {
-            rx,
-            tx: cancel.0.clone(),
-            id: cancel.2,
-            cancel: Some(cancel),
-        })
+        Ok(RelayedExec { rx, req: cancel })
     }
 
     /// Send the request `make(id)` to `node`'s agent and wait for its first answer: the
@@ -307,22 +287,36 @@ impl AgentRegistry {
         match prx.recv().await {
             None => Err(RelayError::AgentGone(node.to_string())),
             Some(LogPiece::Error { code, message }) => Err(RelayError::Agent { code, message }),
-            Some(first) => Ok((first, prx, (tx, pending, id))),
+            Some(first) => Ok((first, prx, CancelHandle { tx, pending, id })),
         }
     }
 }
 
-type CancelHandle = (
-    mpsc::Sender<Result<LogRequest, Status>>,
-    Arc<Mutex<HashMap<u64, mpsc::Sender<LogPiece>>>>,
-    u64,
-);
+/// A relayed request on an agent's stream: dropping it cancels the request there (killing an
+/// exec's process, ending a followed log) unless the agent already finished it.
+struct CancelHandle {
+    tx: mpsc::Sender<Result<LogRequest, Status>>,
+    pending: Arc<Mutex<HashMap<u64, mpsc::Sender<LogPiece>>>>,
+    id: u64,
+}
+
+impl Drop for CancelHandle {
+    fn drop(&mut self) {
+        if lock(&self.pending).remove(&self.id).is_some() {
+            let _ = self.tx.try_send(Ok(LogRequest {
+                request_id: self.id,
+                cancel: true,
+                ..Default::default()
+            }));
+        }
+    }
+}
 
 /// A log stream relayed from an agent. Dropping it cancels the request on the agent.
 pub struct RelayedLog {
     first: Option<Bytes>,
     rx: mpsc::Receiver<LogPiece>,
-    cancel: Option<CancelHandle>,
+    _cancel: CancelHandle,
     node: String,
 }
 
@@ -341,20 +335,6 @@ impl Stream for RelayedLog {
             Poll::Ready(Some(LogPiece::Error { code, message })) => {
                 let _ = &self.node;
                 Poll::Ready(Some(Err(RelayError::Agent { code, message })))
-            }
-        }
-    }
-}
-
-impl Drop for RelayedLog {
-    fn drop(&mut self) {
-        if let Some((tx, pending, id)) = self.cancel.take() {
-            if lock(&pending).remove(&id).is_some() {
-                let _ = tx.try_send(Ok(LogRequest {
-                    request_id: id,
-                    cancel: true,
-                    ..Default::default()
-                }));
             }
         }
     }

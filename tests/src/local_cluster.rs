@@ -14,7 +14,7 @@ pub struct HostGuard {
 
 impl Drop for HostGuard {
     fn drop(&mut self) {
-        remove_cgroup_tree(&self.cgroup, |_| {
+        remove_cgroup_tree(&self.cgroup, || {
             let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
             let mut ours: Vec<&str> = mounts
                 .lines()
@@ -31,49 +31,56 @@ impl Drop for HostGuard {
 
 /// Remove the test-owned cgroup `name` in every hierarchy: SIGKILL every process in it (the
 /// containers a stopped server left running), run `between` (e.g. unmount what they held),
-/// then remove the dirs depth-first, retrying for up to 5 s while a cgroup whose last process
+/// then remove the dirs children first, retrying for up to 5 s while a cgroup whose last process
 /// is still exiting refuses rmdir (EBUSY).
-pub fn remove_cgroup_tree(name: &str, between: impl FnOnce(&[PathBuf])) {
-    fn each_dir(dir: &Path, f: &mut dyn FnMut(&Path)) {
+pub fn remove_cgroup_tree(name: &str, between: impl FnOnce()) {
+    let kill_all = || {
+        for (_, d) in cgroup_tree_dirs(name) {
+            let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
+            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                // SAFETY: kill(2) of processes in the test's own cgroup.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    };
+    kill_all();
+    std::thread::sleep(Duration::from_millis(200));
+    between();
+    for _ in 0..50 {
+        for (_, d) in cgroup_tree_dirs(name) {
+            let _ = std::fs::remove_dir(d);
+        }
+        if cgroup_tree_dirs(name).is_empty() {
+            break;
+        }
+        kill_all();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Every directory of the cgroup tree `name` (relative to a hierarchy root) in every
+/// hierarchy under /sys/fs/cgroup, with the tree's top in that hierarchy; children come
+/// before their parents (the order rmdir needs).
+pub fn cgroup_tree_dirs(name: &str) -> Vec<(PathBuf, PathBuf)> {
+    fn walk(top: &Path, dir: &Path, out: &mut Vec<(PathBuf, PathBuf)>) {
         if let Ok(rd) = std::fs::read_dir(dir) {
             for e in rd.flatten() {
                 if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    each_dir(&e.path(), f);
+                    walk(top, &e.path(), out);
                 }
             }
         }
-        f(dir);
+        out.push((top.to_path_buf(), dir.to_path_buf()));
     }
-    let mut roots = vec![PathBuf::from("/sys/fs/cgroup").join(name)];
+    let mut tops = vec![PathBuf::from("/sys/fs/cgroup").join(name)];
     if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
-        roots.extend(rd.flatten().map(|h| h.path().join(name)));
+        tops.extend(rd.flatten().map(|h| h.path().join(name)));
     }
-    let kill_all = |roots: &[PathBuf]| {
-        for root in roots {
-            each_dir(root, &mut |d| {
-                let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
-                for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-                    // SAFETY: kill(2) of processes in the test's own cgroup.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                }
-            });
-        }
-    };
-    kill_all(&roots);
-    std::thread::sleep(Duration::from_millis(200));
-    between(&roots);
-    for _ in 0..50 {
-        for root in &roots {
-            each_dir(root, &mut |d| {
-                let _ = std::fs::remove_dir(d);
-            });
-        }
-        if roots.iter().all(|r| !r.exists()) {
-            break;
-        }
-        kill_all(&roots);
-        std::thread::sleep(Duration::from_millis(100));
+    let mut out = Vec::new();
+    for top in tops.iter().filter(|t| t.is_dir()) {
+        walk(top, top, &mut out);
     }
+    out
 }
 
 /// A busybox rootfs (Debian's busybox-static) served as images `kt.local/ticker:v1` and `:v2`.

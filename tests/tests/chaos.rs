@@ -30,6 +30,7 @@ use kapsel_api::client::{
 };
 use kapsel_api::watcher::{watcher, Event, WatcherConfig};
 use kapsel_api::{Deployment, Node, Pod, Resource};
+use kapsel_tests::local_cluster::cgroup_tree_dirs;
 use kapsel_tests::multinode::{leftovers, Cluster, ClusterOpts};
 use kapsel_tests::*;
 use rand::rngs::StdRng;
@@ -367,50 +368,19 @@ fn kill_container(cgroup_parent: &str, pod: &Pod) -> Vec<i32> {
 
 /// Every cgroup directory below `parent` (relative paths, all hierarchies, deduplicated).
 fn cgroups_below(parent: &str) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    let Ok(roots) = std::fs::read_dir("/sys/fs/cgroup") else {
-        return out;
-    };
-    for root in roots.flatten() {
-        let base = root.path().join(parent);
-        let mut stack = vec![base.clone()];
-        while let Some(d) = stack.pop() {
-            if let Ok(rd) = std::fs::read_dir(&d) {
-                for e in rd.flatten() {
-                    if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                        let p = e.path();
-                        if let Ok(rel) = p.strip_prefix(&base) {
-                            out.insert(rel.display().to_string());
-                        }
-                        stack.push(p);
-                    }
-                }
-            }
-        }
-    }
-    out
+    cgroup_tree_dirs(parent)
+        .into_iter()
+        .filter(|(top, d)| top != d)
+        .filter_map(|(top, d)| Some(d.strip_prefix(&top).ok()?.display().to_string()))
+        .collect()
 }
 
 /// Every process in the cgroup trees named `parent` (all hierarchies).
 fn procs_below(parent: &str) -> BTreeSet<i32> {
-    let mut out = BTreeSet::new();
-    let Ok(roots) = std::fs::read_dir("/sys/fs/cgroup") else {
-        return out;
-    };
-    for root in roots.flatten() {
-        let mut stack = vec![root.path().join(parent)];
-        while let Some(d) = stack.pop() {
-            out.extend(read_procs(&d));
-            if let Ok(rd) = std::fs::read_dir(&d) {
-                for e in rd.flatten() {
-                    if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                        stack.push(e.path());
-                    }
-                }
-            }
-        }
-    }
-    out
+    cgroup_tree_dirs(parent)
+        .into_iter()
+        .flat_map(|(_, d)| read_procs(&d))
+        .collect()
 }
 
 /// Pod uids that still have a cgroup (running or leftover containers) on a node.

@@ -546,17 +546,33 @@ impl PodNetwork {
             async {}
         }));
         store.wait_until_ready().await;
+        // Node writes that routing does not see (heartbeats, the proxy's programmed-revision
+        // annotation) change nothing here: sync when the routes differ from the last
+        // successful sync, and every 30 s regardless (repairs drift).
+        let mut synced: Option<Vec<NodeRoute>> = None;
+        let mut periodic = true;
         loop {
-            let nodes: Vec<NodeRoute> = store.list().iter().map(|n| NodeRoute::of(n)).collect();
-            let me = self.clone();
-            match tokio::task::spawn_blocking(move || me.set_nodes(nodes)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(error = %e, "pod network sync failed; retrying"),
-                Err(e) => tracing::warn!(error = %e, "pod network sync task"),
+            let mut nodes: Vec<NodeRoute> = store.list().iter().map(|n| NodeRoute::of(n)).collect();
+            nodes.sort_by(|a, b| a.name.cmp(&b.name));
+            if periodic || synced.as_ref() != Some(&nodes) {
+                let me = self.clone();
+                let want = nodes.clone();
+                synced = match tokio::task::spawn_blocking(move || me.set_nodes(want)).await {
+                    Ok(Ok(())) => Some(nodes),
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "pod network sync failed; retrying");
+                        None
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "pod network sync task");
+                        None
+                    }
+                };
             }
+            periodic = false;
             tokio::select! {
                 r = rx.changed() => if r.is_err() { tokio::time::sleep(Duration::from_secs(1)).await },
-                _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+                _ = tokio::time::sleep(Duration::from_secs(30)) => periodic = true,
             }
         }
     }

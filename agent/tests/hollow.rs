@@ -1,6 +1,6 @@
 //! In-process integration: API server + hollow agents over the gRPC component API (no root).
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -3,9 +3,8 @@
 //! pushed with skopeo as OCI and as Docker v2 schema 2; digests read from the registry).
 //! Root and the tools are needed; under CI=true their absence fails the tests.
 
-mod common;
-#[path = "../runtime/tests/common/mod.rs"]
-mod rt;
+use crate::common;
+use crate::rt;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

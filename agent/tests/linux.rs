@@ -1,9 +1,8 @@
 //! Root tests: the agent with the real runtime (busybox rootfs from Debian's busybox-static)
 //! against an in-process API server. Under CI=true they fail when they cannot run.
 
-mod common;
-#[path = "../runtime/tests/common/mod.rs"]
-mod rt;
+use crate::common;
+use crate::rt;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! LimitRange and ResourceQuota admission through the server.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{json, Value};

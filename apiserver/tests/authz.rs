@@ -2,7 +2,7 @@
 //! `Authorization: Bearer NAME[|GROUP,GROUP]` at its word: RBAC (view, edit, namespaces), node
 //! restriction, the audit log, Secrets encrypted at rest, and the abuse limits.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -722,7 +722,7 @@ async fn idle_connections_and_huge_bodies_do_not_take_the_server_down() {
         std::process::Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
-                "idle_connection_holder",
+                "authz::idle_connection_holder",
                 "--nocapture",
                 "--test-threads=1",
             ])

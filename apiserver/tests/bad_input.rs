@@ -1,6 +1,6 @@
 //! Every kind of bad input gets a precise 4xx `Status` and changes nothing.
 
-mod common;
+use crate::common;
 
 use common::*;
 use reqwest::Method;

@@ -1,6 +1,6 @@
 //! Create/get/list/update/delete through the real HTTP server.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::json;

@@ -1,6 +1,6 @@
 //! Durability: acknowledged writes survive `kill -9` of the real `kapsel-apiserver` binary.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};

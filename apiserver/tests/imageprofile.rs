@@ -1,7 +1,7 @@
 //! The cluster-scoped `kapsel.dev/v1` ImageProfile through the real HTTP server: discovery,
 //! defaults, strict decoding, validation causes, list/watch, and who may read or write it.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

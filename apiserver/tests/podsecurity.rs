@@ -1,7 +1,7 @@
 //! Pod Security admission through the server: namespace labels, enforce/warn, Kubernetes'
 //! messages, and a refused pod leaves nothing behind.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{json, Value};

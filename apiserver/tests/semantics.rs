@@ -1,7 +1,7 @@
 //! REST semantics: optimistic concurrency, generation, patch, subresources, deletion,
 //! namespaces, list paging and selectors, discovery.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{json, Value};

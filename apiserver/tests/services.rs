@@ -1,7 +1,7 @@
 //! ClusterIP and NodePort allocation through the server: concurrent creates never share an
 //! address, user-given values are checked, deletes release, updates keep.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 

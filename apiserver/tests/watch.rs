@@ -1,7 +1,7 @@
 //! Watch: exact event sequences from a resourceVersion, 410 past the history, selectors,
 //! bookmarks, timeouts, and list+watch consistency under 8 concurrent writers.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;

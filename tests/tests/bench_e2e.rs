@@ -2,7 +2,7 @@
 //! about them. Run as root:
 //!
 //! ```sh
-//! cargo nextest run -p kapsel-tests --test bench_e2e --run-ignored only --no-capture
+//! cargo nextest run -p kapsel-tests --test e2e --run-ignored only bench_e2e:: --no-capture
 //! ```
 //!
 //! - `bench_pod_create_to_running_on_three_nodes`: the multi-node harness (3 real agents, each

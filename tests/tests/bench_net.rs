@@ -2,7 +2,7 @@
 //! the measured things worked. Run as root:
 //!
 //! ```sh
-//! cargo nextest run -p kapsel-tests --test bench_net --run-ignored only --no-capture
+//! cargo nextest run -p kapsel-tests --test e2e --run-ignored only bench_net:: --no-capture
 //! ```
 //!
 //! On the multi-node harness (3 real agents, each node a network namespace on one bridge):

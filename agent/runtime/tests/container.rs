@@ -1,7 +1,7 @@
 //! Root-only tests of the real runtime on a busybox rootfs. Not root / no busybox: skipped with a
 //! message, or failed under CI=true.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

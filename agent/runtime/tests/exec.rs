@@ -2,7 +2,7 @@
 //! namespaces, cgroup, capabilities and Landlock domain. Not root / no busybox: skipped with a
 //! message, or failed under CI=true.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::path::PathBuf;

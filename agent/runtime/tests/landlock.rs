@@ -1,7 +1,7 @@
 //! Root-only tests of executable allow-lists (Landlock) on a busybox rootfs. Not root / no
 //! busybox: skipped with a message, or failed under CI=true.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;

@@ -8,8 +8,7 @@
 //! test rootfs as `/bin/kt-syscall`. A control run with seccomp `Unconfined` shows that the
 //! seccomp profile is what refuses `keyctl` and `perf_event_open` (they succeed without it).
 
-#[path = "../common/mod.rs"]
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

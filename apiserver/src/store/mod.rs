@@ -13,7 +13,6 @@
 pub mod encryption;
 pub mod ring;
 pub mod sled_store;
-pub mod wal;
 
 use std::sync::Arc;
 

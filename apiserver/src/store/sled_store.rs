@@ -2,12 +2,11 @@
 //!
 //! Writes are serialised by one lock: a transaction reads, decides, and applies one atomic
 //! `sled::Batch` holding its objects *and* the new revision counter, so a crash can never
-//! separate an object from the revision it was written at. The same writes go, as one record, to
-//! the store's write-ahead log ([`super::wal`]). Durability is a separate step: a flusher thread
-//! appends every record committed so far to the log with one `write` + `fdatasync`, then wakes
-//! every writer whose revision is covered — one fsync for a whole batch of concurrent writes
-//! (group commit). sled itself is flushed only at checkpoints. Watch events are published only
-//! after they are durable, so no watcher ever sees a write that a crash could take back.
+//! separate an object from the revision it was written at. Durability is a separate step: a
+//! flusher thread calls `Db::flush()` (write + fsync of sled's log) for everything committed so
+//! far, then wakes every writer whose revision is covered — one fsync for a whole batch of
+//! concurrent writes (group commit). Watch events are published only after they are durable, so
+//! no watcher ever sees a write that a crash could take back.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -20,7 +19,6 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::sync::watch;
 
-use super::wal::{self, Replayed, Wal};
 use super::{
     Committed, DurableState, EventKind, EventRing, ListResult, Revision, Store, StoreError,
     StoreEvent, Txn, WatchCursor,
@@ -61,8 +59,6 @@ struct Inner {
     lock: RwLock<Revision>,
     /// Committed (in memory) but not yet durable events, in revision order.
     pending: Mutex<Vec<StoreEvent>>,
-    /// Framed log records of the committed but not yet durable revisions, in revision order.
-    wal_buf: Mutex<Vec<u8>>,
     ring: Arc<EventRing>,
     durable: watch::Sender<DurableState>,
     dirty: Mutex<bool>,
@@ -106,13 +102,6 @@ impl SledStore {
             }
             None => 0,
         };
-        let (mut wal, records) = Wal::open(dir)?;
-        let rev = replay(&db, rev, records)?;
-        if wal.size() > 0 {
-            // Everything the log held is in sled now: make it durable there, then drop it.
-            db.flush()?;
-            wal.truncate()?;
-        }
         let (durable, _) = watch::channel(DurableState {
             revision: rev,
             error: None,
@@ -122,7 +111,6 @@ impl SledStore {
             db,
             lock: RwLock::new(rev),
             pending: Mutex::new(Vec::new()),
-            wal_buf: Mutex::new(Vec::new()),
             ring: EventRing::new(opts.watch_history, rev),
             durable,
             dirty: Mutex::new(false),
@@ -135,7 +123,7 @@ impl SledStore {
         let thread_inner = Arc::clone(&inner);
         let handle = std::thread::Builder::new()
             .name("kapsel-store-flush".into())
-            .spawn(move || flusher(thread_inner, wal))
+            .spawn(move || flusher(thread_inner))
             .map_err(|e| StoreError::Backend(format!("spawning flusher: {e}")))?;
         Ok(SledStore {
             inner,
@@ -185,43 +173,7 @@ impl Inner {
     }
 }
 
-/// Re-applies the log's records after sled's recovered revision `rev`, in order; returns the
-/// revision reached. A gap means the log and sled disagree about history: refuse to start.
-fn replay(
-    db: &sled::Db,
-    mut rev: Revision,
-    records: Vec<Replayed>,
-) -> Result<Revision, StoreError> {
-    let mut replayed = 0usize;
-    for rec in records {
-        if rec.revision <= rev {
-            continue; // already in sled
-        }
-        if rec.revision != rev + 1 {
-            return Err(StoreError::Backend(format!(
-                "write-ahead log jumps from revision {rev} to {}: refusing to open a store with a gap in its history",
-                rec.revision
-            )));
-        }
-        let mut batch = sled::Batch::default();
-        for op in rec.ops {
-            match op.value {
-                Some(v) => batch.insert(op.key, v),
-                None => batch.remove(op.key),
-            }
-        }
-        batch.insert(REVISION_KEY, &rec.revision.to_be_bytes());
-        db.apply_batch(batch)?;
-        rev = rec.revision;
-        replayed += 1;
-    }
-    if replayed > 0 {
-        tracing::info!(replayed, revision = rev, "replayed the write-ahead log");
-    }
-    Ok(rev)
-}
-
-fn flusher(inner: Arc<Inner>, mut wal: Wal) {
+fn flusher(inner: Arc<Inner>) {
     // Revisions the previous fsync made durable: more than one means concurrent writers.
     let mut last_batch: u64 = 0;
     loop {
@@ -237,25 +189,13 @@ fn flusher(inner: Arc<Inner>, mut wal: Wal) {
             // Let the writers that are on their way join this fsync.
             std::thread::sleep(inner.commit_delay);
         }
-        // Everything committed up to `target` is in sled's buffers, in `pending` and in
-        // `wal_buf` (writers append under the write lock, so reading `target` first means the
-        // buffer taken next holds every record up to it, and maybe a few after).
+        // Everything committed up to `target` is in sled's buffers and in `pending`.
         let target = *inner.lock.read().unwrap_or_else(|p| p.into_inner());
-        let records = std::mem::take(&mut *inner.wal_buf.lock().unwrap_or_else(|p| p.into_inner()));
         let started = Instant::now();
-        let mut result = wal.append_durably(&records);
+        let result = inner.db.flush();
         let elapsed = started.elapsed();
-        if result.is_ok() && (closing || wal.size() >= wal::CHECKPOINT_BYTES) {
-            // Checkpoint: everything the log holds was applied to sled before it was appended,
-            // so one sled flush makes all of it durable there and the log can start over.
-            result = inner
-                .db
-                .flush()
-                .map_err(StoreError::from)
-                .and_then(|_| wal.truncate());
-        }
         match result {
-            Ok(()) => {
+            Ok(_) => {
                 let ready: Vec<StoreEvent> = {
                     let mut pending = inner.pending.lock().unwrap_or_else(|p| p.into_inner());
                     let split = pending.partition_point(|e| e.revision <= target);
@@ -432,7 +372,6 @@ impl Store for SledStore {
         }
         let revision = current + 1;
         let mut batch = sled::Batch::default();
-        let mut record = wal::Record::new(revision);
         let mut events = Vec::with_capacity(txn.writes.len());
         for (key, w) in std::mem::take(&mut txn.writes) {
             let prev = txn.committed(&key).map_err(E::from)?;
@@ -440,14 +379,9 @@ impl Store for SledStore {
                 Write::Put(v) => {
                     match &self.inner.encryption {
                         Some(enc) if super::encryption::Encryption::applies(key.as_bytes()) => {
-                            let sealed = enc.seal(&v).map_err(E::from)?;
-                            record.put(key.as_bytes(), &sealed);
-                            batch.insert(key.as_bytes(), sealed);
+                            batch.insert(key.as_bytes(), enc.seal(&v).map_err(E::from)?);
                         }
-                        _ => {
-                            record.put(key.as_bytes(), &v);
-                            batch.insert(key.as_bytes(), v.as_ref());
-                        }
+                        _ => batch.insert(key.as_bytes(), v.as_ref()),
                     }
                     events.push(StoreEvent {
                         revision,
@@ -462,7 +396,6 @@ impl Store for SledStore {
                     });
                 }
                 Write::Delete(tombstone) => {
-                    record.delete(key.as_bytes());
                     batch.remove(key.as_bytes());
                     if prev.is_some() {
                         events.push(StoreEvent {
@@ -482,11 +415,6 @@ impl Store for SledStore {
             .apply_batch(batch)
             .map_err(|e| E::from(StoreError::from(e)))?;
         *guard = revision;
-        self.inner
-            .wal_buf
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend_from_slice(&record.frame());
         self.inner
             .pending
             .lock()
@@ -580,108 +508,6 @@ mod tests {
         assert_eq!(got[1].kind, EventKind::Modified);
         assert_eq!(got[1].revision, 3);
         assert_eq!(got[1].prev.as_deref(), Some(&b"1"[..]));
-        s.close();
-    }
-
-    /// What a crash leaves: sled at some revision, the log holding the records after it (and a
-    /// torn one at the end). Opening replays exactly the intact records after sled's revision.
-    #[tokio::test]
-    async fn open_replays_the_log_after_sleds_revision() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let s = SledStore::open(dir.path(), SledOptions::default()).unwrap();
-            put(&s, "/r/a", "1").durable().await.unwrap();
-            s.close(); // checkpoint: sled at revision 1, empty log
-        }
-        let mut log = Vec::new();
-        // Revision 1 again (already in sled: skipped), then 2, 3 and 4, then a torn 5.
-        for (rev, key, val) in [
-            (1, "/r/a", Some("stale")),
-            (2, "/r/b", Some("2")),
-            (3, "/r/a", Some("3")),
-            (4, "/r/b", None),
-        ] {
-            let mut r = wal::Record::new(rev);
-            match val {
-                Some(v) => r.put(key.as_bytes(), v.as_bytes()),
-                None => r.delete(key.as_bytes()),
-            }
-            log.extend(r.frame());
-        }
-        let mut torn = wal::Record::new(5);
-        torn.put(b"/r/c", b"never acknowledged");
-        let torn = torn.frame();
-        log.extend(&torn[..torn.len() - 3]);
-        std::fs::write(dir.path().join(wal::FILE_NAME), &log).unwrap();
-
-        let s = SledStore::open(dir.path(), SledOptions::default()).unwrap();
-        assert_eq!(s.current_revision(), 4);
-        assert_eq!(s.get("/r/a").unwrap().as_deref(), Some(&b"3"[..]));
-        assert!(s.get("/r/b").unwrap().is_none());
-        assert!(s.get("/r/c").unwrap().is_none());
-        // Replayed into sled and checkpointed: the log is empty and the next write is 5.
-        assert_eq!(
-            std::fs::metadata(dir.path().join(wal::FILE_NAME))
-                .unwrap()
-                .len(),
-            0
-        );
-        assert_eq!(put(&s, "/r/d", "5").durable().await.unwrap(), 5);
-        s.close();
-        drop(s);
-        let s = SledStore::open(dir.path(), SledOptions::default()).unwrap();
-        assert_eq!(s.current_revision(), 5);
-        s.close();
-    }
-
-    #[tokio::test]
-    async fn a_gap_between_sled_and_the_log_refuses_to_open() {
-        let dir = tempfile::tempdir().unwrap();
-        SledStore::open(dir.path(), SledOptions::default())
-            .unwrap()
-            .close();
-        let mut r = wal::Record::new(2); // sled is at 0: revision 1 is missing
-        r.put(b"/r/a", b"1");
-        std::fs::write(dir.path().join(wal::FILE_NAME), r.frame()).unwrap();
-        let err = SledStore::open(dir.path(), SledOptions::default())
-            .err()
-            .expect("a gap must refuse to open");
-        assert!(err.to_string().contains("gap"), "{err}");
-    }
-
-    /// An acknowledged write is in the log, in revision order, before sled is flushed: the
-    /// log alone is what makes it durable (the SIGKILL test in tests/durability.rs checks the
-    /// recovery end to end).
-    #[tokio::test]
-    async fn acknowledged_writes_are_in_the_log_before_any_checkpoint() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = SledStore::open(dir.path(), SledOptions::default()).unwrap();
-        for i in 0..50 {
-            put(&s, &format!("/r/{i:02}"), &i.to_string())
-                .durable()
-                .await
-                .unwrap();
-        }
-        let bytes = std::fs::read(dir.path().join(wal::FILE_NAME)).unwrap();
-        let (recs, used) = wal::parse(&bytes);
-        assert_eq!(used, bytes.len());
-        assert_eq!(
-            recs.iter().map(|r| r.revision).collect::<Vec<_>>(),
-            (1..=50).collect::<Vec<_>>()
-        );
-        assert_eq!(recs[7].ops[0].key, b"/r/07");
-        assert_eq!(recs[7].ops[0].value.as_deref(), Some(&b"7"[..]));
-        s.close();
-        drop(s);
-        // A clean close checkpoints: sled holds everything and the log is empty.
-        assert_eq!(
-            std::fs::metadata(dir.path().join(wal::FILE_NAME))
-                .unwrap()
-                .len(),
-            0
-        );
-        let s = SledStore::open(dir.path(), SledOptions::default()).unwrap();
-        assert_eq!(s.list("/r/", None, 0).unwrap().items.len(), 50);
         s.close();
     }
 

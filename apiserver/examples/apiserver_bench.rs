@@ -155,6 +155,8 @@ async fn main() {
         .arg(dir.path())
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
+        // Plain HTTP on loopback: this measures the API and the store, not TLS.
+        .arg("--insecure-http")
         .env("RUST_LOG", "error")
         .stdout(Stdio::null())
         .spawn()

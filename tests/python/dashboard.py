@@ -116,6 +116,12 @@ def main():
         page.on("pageerror", lambda e: errors.append(str(e)))
         requests = []
         page.on("request", lambda r: requests.append((time.monotonic(), r.method, r.url)))
+        # Why a watch ended (the page console.warn()s the error) and which requests failed:
+        # shown if the page re-lists, to tell a connection drop from a server-sent ERROR.
+        console = []
+        page.on("console", lambda m: console.append((time.monotonic(), m.type, m.text)))
+        failed = []
+        page.on("requestfailed", lambda r: failed.append((time.monotonic(), r.url, r.failure)))
 
         step("log in")
         login(page)
@@ -212,7 +218,11 @@ def main():
             and "/log?" not in u
         ]
         lists = [u for (_, u) in later if "watch=" not in u]
-        assert len(lists) <= 2, f"the page re-listed during the rollout (polling?): {lists}"
+        assert len(lists) <= 2, (
+            f"the page re-listed during the rollout (polling?): {lists}\n"
+            f"console: {[c for c in console if c[0] > watch_start]}\n"
+            f"failed requests: {[f for f in failed if f[0] > watch_start]}"
+        )
 
         shot = os.path.join(ARTIFACTS, "dashboard.png")
         page.screenshot(path=shot, full_page=True)

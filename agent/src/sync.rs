@@ -414,6 +414,10 @@ impl Worker {
 
     async fn sync(&mut self, pod: &Pod) -> Result<()> {
         self.refresh(Some(pod)).await?;
+        // Before anything is pulled: image GC keeps what the index lists, and a pod's first
+        // sync pulls its images before `publish` would index them — an image pulled for a
+        // starting pod could be collected before its container used it.
+        self.update_index(pod);
         for (id, st) in lock(&self.probes.map).iter() {
             self.memo.probes.insert(id.clone(), *st);
         }

@@ -47,6 +47,15 @@ pub fn binary(name: &str) -> PathBuf {
         // `--workspace` so the feature set matches scripts/test.sh's prebuild (a no-op then).
         c.current_dir(workspace_root())
             .args(["build", "-q", "--workspace", "--bins"]);
+        // Not the variables cargo/nextest set for this test crate: build scripts that watch
+        // them (ring's `rerun-if-env-changed=CARGO_PKG_NAME`, `CARGO_MANIFEST_DIR`, …) would
+        // see another crate's values than at the prebuild, rerun, and rebuild every binary —
+        // in CI once per test binary that builds, minutes of both cores each, under the tests.
+        for (k, _) in std::env::vars_os() {
+            if k.to_str().is_some_and(is_crate_env) {
+                c.env_remove(&k);
+            }
+        }
         if profile_dir().file_name().is_some_and(|n| n == "release") {
             c.arg("--release");
         }
@@ -62,6 +71,26 @@ pub fn binary(name: &str) -> PathBuf {
     let p = profile_dir().join(name);
     assert!(p.exists(), "{} was not built", p.display());
     p
+}
+
+/// Whether `name` is one of the variables cargo sets for a crate's own tests, binaries and
+/// build scripts (not a setting of cargo itself, like `CARGO_HOME` or `CARGO_INCREMENTAL`).
+pub fn is_crate_env(name: &str) -> bool {
+    const PREFIXES: &[&str] = &[
+        "CARGO_PKG_",
+        "CARGO_MANIFEST_",
+        "CARGO_BIN_",
+        "CARGO_CFG_",
+        "CARGO_FEATURE_",
+    ];
+    const NAMES: &[&str] = &[
+        "CARGO_CRATE_NAME",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_TARGET_TMPDIR",
+        "CARGO_RUSTC_CURRENT_DIR",
+        "OUT_DIR",
+    ];
+    PREFIXES.iter().any(|p| name.starts_with(p)) || NAMES.contains(&name)
 }
 
 /// Under `root`: `/www/index.html` ("index-ok") and an executable `#!/bin/sh` CGI script
@@ -352,15 +381,249 @@ impl Server {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Run the `kapsel` CLI against this server and return its output whatever its exit
+    /// status. A call that outlives [`cli_deadline`] is killed and fails the test with what it
+    /// printed, where it was stuck and the tail of the server's log.
     pub fn kapsel_output(&self, args: &[&str]) -> std::process::Output {
-        Command::new(binary("kapsel"))
-            .arg("--kubeconfig")
-            .arg(self.kubeconfig())
-            .args(args)
-            .current_dir(workspace_root())
-            .output()
-            .expect("run kapsel")
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        kapsel_cli(&self.kubeconfig(), &args)
+            .unwrap_or_else(|t| panic!("{}", t.report(&[("kapsel server", &self.proc)])))
     }
+}
+
+/// How long a harness CLI call may run before it is killed: 90 s (the CLI's own request
+/// timeout is 60 s, so a server that does not answer shows as the CLI's error first), or its
+/// `--timeout` plus 60 s for commands that wait (`rollout status --timeout 120s`).
+pub fn cli_deadline(args: &[String]) -> Duration {
+    const DEFAULT: Duration = Duration::from_secs(90);
+    let flag = args.iter().enumerate().find_map(|(i, a)| {
+        a.strip_prefix("--timeout=")
+            .or_else(|| (a == "--timeout").then(|| args.get(i + 1).map(String::as_str))?)
+    });
+    let Some(v) = flag else {
+        return DEFAULT;
+    };
+    let v = v.trim();
+    let secs = if let Some(m) = v.strip_suffix('m') {
+        m.parse::<u64>().ok().map(|m| m * 60)
+    } else {
+        v.strip_suffix('s').unwrap_or(v).parse::<u64>().ok()
+    };
+    match secs {
+        Some(s) => DEFAULT.max(Duration::from_secs(s + 60)),
+        None => DEFAULT,
+    }
+}
+
+/// `kapsel --kubeconfig <kubeconfig> <args>` (from the workspace root) within
+/// [`cli_deadline`].
+pub fn kapsel_cli(kubeconfig: &Path, args: &[String]) -> Result<std::process::Output, TimedOut> {
+    let mut cmd = Command::new(binary("kapsel"));
+    cmd.arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .current_dir(workspace_root());
+    output_within(&mut cmd, cli_deadline(args))
+}
+
+/// A command that did not end within its deadline (it has been killed).
+#[derive(Debug)]
+pub struct TimedOut {
+    /// The command line.
+    pub command: String,
+    pub deadline: Duration,
+    /// What it printed before it was killed.
+    pub stdout: String,
+    pub stderr: String,
+    /// Where it was stuck: process and thread states, kernel stacks, its TCP sockets.
+    pub diagnosis: String,
+}
+
+impl TimedOut {
+    /// A panic message: the command, what it printed, where it was stuck, and the last lines
+    /// of the logs of the given processes (the server, agents).
+    pub fn report(&self, logs: &[(&str, &Proc)]) -> String {
+        let mut s = format!(
+            "{} did not end within {:?} (killed)\n--- its stdout:\n{}\n--- its stderr:\n{}\n--- where it was stuck:\n{}",
+            self.command, self.deadline, self.stdout, self.stderr, self.diagnosis
+        );
+        for (name, p) in logs {
+            s.push_str(&format!(
+                "\n--- last 60 lines of the {name} log ({}):\n{}",
+                p.log.display(),
+                p.log_tail(60)
+            ));
+        }
+        s
+    }
+}
+
+/// A process's state from /proc: per thread its name, state, wait channel and kernel stack,
+/// and its TCP sockets (`ss`), for a command that hangs.
+pub fn diagnose_process(pid: u32) -> String {
+    let read = |p: String| {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    let mut s = String::new();
+    for l in read(format!("/proc/{pid}/status"))
+        .lines()
+        .filter(|l| l.starts_with("State:") || l.starts_with("SigPnd") || l.starts_with("ShdPnd"))
+    {
+        s.push_str(&format!("{l}\n"));
+    }
+    s.push_str(&format!(
+        "cgroup: {}\n",
+        read(format!("/proc/{pid}/cgroup"))
+    ));
+    let mut tids: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    tids.sort_unstable();
+    for tid in tids {
+        let t = format!("/proc/{pid}/task/{tid}");
+        let stat = read(format!("{t}/stat"));
+        // the state is the field after the parenthesised name
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().next())
+            .unwrap_or("?")
+            .to_string();
+        s.push_str(&format!(
+            "thread {tid} {:?} state {state} wchan {}\n",
+            read(format!("{t}/comm")),
+            read(format!("{t}/wchan"))
+        ));
+        for l in read(format!("{t}/stack")).lines().take(12) {
+            s.push_str(&format!("    {l}\n"));
+        }
+    }
+    if let Ok(o) = Command::new("ss").args(["-tnpi"]).output() {
+        let out = String::from_utf8_lossy(&o.stdout);
+        let lines: Vec<&str> = out.lines().collect();
+        let needle = format!("pid={pid},");
+        for (i, l) in lines.iter().enumerate() {
+            if l.contains(&needle) {
+                s.push_str(&format!("socket {}\n", l.trim()));
+                if let Some(info) = lines
+                    .get(i + 1)
+                    .filter(|n| n.starts_with(char::is_whitespace))
+                {
+                    s.push_str(&format!("    {}\n", info.trim()));
+                }
+            }
+        }
+    }
+    s
+}
+
+/// Run `cmd` (stdin null, stdout and stderr captured) and wait for it at most `deadline`. On
+/// expiry it is diagnosed ([`diagnose_process`]), SIGKILLed and reaped, and what it printed so
+/// far comes back in the error. Unlike `Command::output`, a process that exits while
+/// something it started still holds its stdout or stderr does not hang the caller either.
+pub fn output_within(
+    cmd: &mut Command,
+    deadline: Duration,
+) -> Result<std::process::Output, TimedOut> {
+    use std::io::Read;
+    use std::sync::{Arc, Mutex};
+    let command = format!("{cmd:?}");
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let start = Instant::now();
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{command}: {e}"));
+    // Readers that keep what has arrived so far (for the report on expiry).
+    let reader = |r: Option<Box<dyn Read + Send>>| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let (b, (tx, rx)) = (buf.clone(), std::sync::mpsc::channel::<()>());
+        if let Some(mut r) = r {
+            std::thread::spawn(move || {
+                let mut chunk = [0u8; 8192];
+                loop {
+                    match r.read(&mut chunk) {
+                        Ok(0) => break,
+                        Ok(n) => b
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .extend_from_slice(&chunk[..n]),
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(_) => break,
+                    }
+                }
+                let _ = tx.send(());
+            });
+        }
+        (buf, rx)
+    };
+    let (out, out_done) = reader(child.stdout.take().map(|r| Box::new(r) as _));
+    let (err, err_done) = reader(child.stderr.take().map(|r| Box::new(r) as _));
+    let text = |b: &Arc<Mutex<Vec<u8>>>| {
+        String::from_utf8_lossy(&b.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+            .into_owned()
+    };
+    let mut pause = Duration::from_millis(1);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break Some(st),
+            Ok(None) => {}
+            Err(e) => panic!("{command}: wait: {e}"),
+        }
+        if start.elapsed() >= deadline {
+            break None;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(25));
+    };
+    let Some(status) = status else {
+        let diagnosis = diagnose_process(child.id());
+        let _ = child.kill();
+        let _ = child.wait();
+        // the pipes close with the process (unless something it started holds them)
+        let _ = out_done.recv_timeout(Duration::from_secs(1));
+        let _ = err_done.recv_timeout(Duration::from_secs(1));
+        return Err(TimedOut {
+            command,
+            deadline,
+            stdout: text(&out),
+            stderr: text(&err),
+            diagnosis,
+        });
+    };
+    let left = deadline.saturating_sub(start.elapsed()) + Duration::from_secs(5);
+    let open = |rx: &std::sync::mpsc::Receiver<()>| {
+        matches!(
+            rx.recv_timeout(left),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+        )
+    };
+    if open(&out_done) || open(&err_done) {
+        return Err(TimedOut {
+            command,
+            deadline,
+            stdout: text(&out),
+            stderr: text(&err),
+            diagnosis: format!(
+                "it exited ({status}) but its stdout or stderr stayed open: a process it started \
+                 still holds them"
+            ),
+        });
+    }
+    let take = |b: &Arc<Mutex<Vec<u8>>>| {
+        std::mem::take(&mut *b.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    };
+    let (stdout, stderr) = (take(&out), take(&err));
+    Ok(std::process::Output {
+        status,
+        stdout,
+        stderr,
+    })
 }
 
 /// Poll `f` every 200 ms until it returns `Some`, or panic with `what` after `timeout`.
@@ -475,4 +738,95 @@ pub fn tempdir(prefix: &str) -> tempfile::TempDir {
         .prefix(prefix)
         .tempdir()
         .expect("tempdir")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_deadline_covers_the_commands_own_timeout() {
+        let s = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        let cases: &[(&[&str], u64)] = &[
+            (&["scale", "deployment/x", "--replicas", "8"], 90),
+            (
+                &["rollout", "status", "deployment/x", "--timeout", "120s"],
+                180,
+            ),
+            (&["rollout", "status", "deployment/x", "--timeout=3m"], 240),
+            (&["delete", "pod", "x", "--timeout", "10s"], 90),
+            (&["delete", "pod", "x", "--timeout", "soon"], 90),
+            (&["get", "pods", "--timeout"], 90),
+        ];
+        for (args, want) in cases {
+            assert_eq!(
+                cli_deadline(&s(args)),
+                Duration::from_secs(*want),
+                "{args:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn crate_env_is_what_cargo_sets_for_a_crate_not_cargo_settings() {
+        for (name, want) in [
+            ("CARGO_PKG_NAME", true),
+            ("CARGO_PKG_VERSION_MAJOR", true),
+            ("CARGO_MANIFEST_DIR", true),
+            ("CARGO_MANIFEST_LINKS", true),
+            ("CARGO_BIN_EXE_kapsel", true),
+            ("CARGO_CRATE_NAME", true),
+            ("CARGO_PRIMARY_PACKAGE", true),
+            ("CARGO_TARGET_TMPDIR", true),
+            ("OUT_DIR", true),
+            ("CARGO", false),
+            ("CARGO_HOME", false),
+            ("CARGO_INCREMENTAL", false),
+            ("CARGO_TARGET_DIR", false),
+            ("CARGO_BUILD_JOBS", false),
+            ("PATH", false),
+        ] {
+            assert_eq!(is_crate_env(name), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn output_within_returns_the_output_of_a_quick_command() {
+        let o = output_within(
+            Command::new("sh").args(["-c", "echo out; echo err >&2; exit 3"]),
+            Duration::from_secs(30),
+        )
+        .expect("ends in time");
+        assert_eq!(o.status.code(), Some(3));
+        assert_eq!(o.stdout, b"out\n");
+        assert_eq!(o.stderr, b"err\n");
+    }
+
+    #[test]
+    fn output_within_kills_a_hanging_command_and_keeps_what_it_printed() {
+        let t0 = Instant::now();
+        let t = output_within(
+            Command::new("sh").args(["-c", "echo started; echo working >&2; exec sleep 60"]),
+            Duration::from_secs(1),
+        )
+        .expect_err("killed at its deadline");
+        assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+        assert_eq!(t.stdout, "started\n");
+        assert_eq!(t.stderr, "working\n");
+        assert!(t.diagnosis.contains("State:"), "{}", t.diagnosis);
+        assert!(t.command.contains("sleep 60"), "{}", t.command);
+    }
+
+    #[test]
+    fn output_within_does_not_wait_for_a_grandchild_holding_the_pipes() {
+        let t0 = Instant::now();
+        let t = output_within(
+            Command::new("sh").args(["-c", "echo parent; sleep 30 & exit 0"]),
+            Duration::from_secs(1),
+        )
+        .expect_err("the pipes stay open");
+        assert!(t0.elapsed() < Duration::from_secs(15), "{:?}", t0.elapsed());
+        assert_eq!(t.stdout, "parent\n");
+        assert!(t.diagnosis.contains("stayed open"), "{}", t.diagnosis);
+    }
 }

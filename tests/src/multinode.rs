@@ -704,9 +704,55 @@ impl Cluster {
         self.kapsel(&["apply", "-f", &f.to_string_lossy()])
     }
 
-    /// The `kapsel` CLI against the cluster (panics on failure).
+    /// The `kapsel` CLI against the cluster (panics on failure). Blocks the calling thread:
+    /// async tests use [`Cluster::kapsel_async`].
     pub fn kapsel(&self, args: &[&str]) -> String {
-        self.server().kapsel(args)
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        self.cli_result(&args, crate::kapsel_cli(&self.server().kubeconfig(), &args))
+    }
+
+    /// [`Cluster::kapsel`] on tokio's blocking pool, so the test's runtime keeps running (its
+    /// watches, timers and time bounds) while the CLI does.
+    pub async fn kapsel_async(&self, args: &[&str]) -> String {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let (kubeconfig, a) = (self.server().kubeconfig(), args.clone());
+        let r = tokio::task::spawn_blocking(move || crate::kapsel_cli(&kubeconfig, &a))
+            .await
+            .expect("the kapsel CLI thread");
+        self.cli_result(&args, r)
+    }
+
+    /// [`Cluster::apply`] without blocking the test's runtime.
+    pub async fn apply_async(&self, yaml: &str) -> String {
+        let f = self.dir.join(format!("apply-{}.yaml", next_k()));
+        std::fs::write(&f, yaml).expect("write manifest");
+        self.kapsel_async(&["apply", "-f", &f.to_string_lossy()])
+            .await
+    }
+
+    /// stdout of a CLI call that succeeded; else a panic with its output, and on expiry of its
+    /// deadline also where it was stuck and the server's and agents' last log lines.
+    fn cli_result(&self, args: &[String], r: Result<Output, crate::TimedOut>) -> String {
+        let out = match r {
+            Ok(o) => o,
+            Err(t) => {
+                let mut logs: Vec<(&str, &Proc)> = vec![("kapsel server", &self.server().proc)];
+                logs.extend(
+                    self.nodes
+                        .iter()
+                        .filter_map(|n| Some((n.name.as_str(), n.agent.as_ref()?))),
+                );
+                panic!("{}", t.report(&logs));
+            }
+        };
+        assert!(
+            out.status.success(),
+            "kapsel {args:?}: {}\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// `sh -c cmd` in node `i`'s network namespace (host binaries and mounts).

@@ -205,10 +205,13 @@ impl<K: Resource + Describe> Watch<K> {
             if s.events > 0 && f(&s) {
                 return s;
             }
+            // The deadline is checked here too: `timeout_at` returns the inner future's result
+            // whenever it is ready, so a watch changing without pause would never let it expire.
+            let expired = tokio::time::Instant::now() >= deadline;
             match tokio::time::timeout_at(deadline, rx.changed()).await {
-                Ok(Ok(())) => {}
+                Ok(Ok(())) if !expired => {}
                 Ok(Err(_)) => panic!("the watch ended while waiting for: {what}"),
-                Err(_) => {
+                Ok(Ok(())) | Err(_) => {
                     let s = rx.borrow().clone();
                     let view: Vec<String> = s.objs.values().map(|o| o.describe()).collect();
                     panic!(
@@ -580,7 +583,7 @@ async fn chaos_kill_containers_restart_within_backoff() {
             }),
         );
         let deps = Watch::<Deployment>::start(client.api(Some("default")), None, no_check());
-        c.apply(&web_deployment("chaos1", 6, "v1", ""));
+        c.apply_async(&web_deployment("chaos1", 6, "v1", "")).await;
         let s = pods
             .wait(Duration::from_secs(90), "6 pods Ready", |s| {
                 live_ready(s).len() == 6
@@ -698,7 +701,7 @@ async fn chaos_kill_containers_restart_within_backoff() {
             pods.events()
         ));
 
-        c.kapsel(&["delete", "deployment", "chaos1"]);
+        c.kapsel_async(&["delete", "deployment", "chaos1"]).await;
         pods.wait(Duration::from_secs(60), "every pod of chaos1 gone", |s| {
             s.objs.is_empty()
         })
@@ -769,7 +772,7 @@ async fn chaos_kill_agent_pods_move_and_agent_cleans_up() {
         c.wait_ready(Duration::from_secs(60)).await;
         let client = c.client();
         let pods = watch_live_pods_at_most(&client, "app=chaos2", 6);
-        c.apply(&web_deployment("chaos2", 6, "v1", ""));
+        c.apply_async(&web_deployment("chaos2", 6, "v1", "")).await;
         let s = pods
             .wait(Duration::from_secs(90), "6 pods Ready", |s| live_ready(s).len() == 6)
             .await;
@@ -822,7 +825,7 @@ async fn chaos_kill_agent_pods_move_and_agent_cleans_up() {
         ));
 
         // it takes new pods: scale up; the scheduler puts the new pods on the emptiest node
-        c.kapsel(&["scale", "deployment/chaos2", "--replicas", "8"]);
+        c.kapsel_async(&["scale", "deployment/chaos2", "--replicas", "8"]).await;
         pods.wait(Duration::from_secs(60), "a new pod Running on the restarted node", |s| {
             s.objs.values().any(|p| live(p) && node_name(p) == vname && pod_ready(p))
                 && live_ready(s).len() == 8
@@ -1196,14 +1199,14 @@ async fn chaos_kill_new_pod_during_rolling_update() {
             }),
         );
         let deps = Watch::<Deployment>::start(client.api(Some("default")), None, no_check());
-        c.apply(&web_deployment("chaos4", 4, "v1", &strategy));
+        c.apply_async(&web_deployment("chaos4", 4, "v1", &strategy)).await;
         pods.wait(Duration::from_secs(90), "4 v1 pods Ready", |s| {
             live_ready(s).len() == REPLICAS && count_live(s) == REPLICAS
         })
         .await;
         log.p("chaos4 v1: 4/4 Ready; rolling to v2 (maxSurge 1, maxUnavailable 1)");
         checking.store(true, std::sync::atomic::Ordering::SeqCst);
-        c.apply(&web_deployment("chaos4", 4, "v2", &strategy));
+        c.apply_async(&web_deployment("chaos4", 4, "v2", &strategy)).await;
         let v2 = |p: &Pod| p.metadata.labels.get("version").map(String::as_str) == Some("v2");
         let s = pods
             .wait(Duration::from_secs(60), "a v2 pod Ready while v1 pods remain", |s| {
@@ -1278,7 +1281,7 @@ async fn chaos_partition_node_pods_replaced_and_duplicates_stopped() {
         let client = c.client();
         let pods = watch_live_pods_at_most(&client, "app=chaos5", 6);
         let nodes = Watch::<Node>::start(client.api(None), None, no_check());
-        c.apply(&web_deployment("chaos5", 6, "v1", ""));
+        c.apply_async(&web_deployment("chaos5", 6, "v1", "")).await;
         let s = pods
             .wait(Duration::from_secs(90), "6 pods Ready", |s| live_ready(s).len() == 6)
             .await;

@@ -291,7 +291,16 @@ pub(crate) fn object_response(code: StatusCode, v: &Value, warnings: &[String]) 
 }
 
 pub(crate) fn outcome_response(code: StatusCode, out: &Outcome) -> Response {
-    object_response(code, &out.object, &out.warnings)
+    let Some(bytes) = &out.encoded else {
+        return object_response(code, &out.object, &out.warnings);
+    };
+    let mut r = raw_response(code, bytes.clone());
+    for w in &out.warnings {
+        if let Some(h) = warning_header(w) {
+            r.headers_mut().append(header::WARNING, h);
+        }
+    }
+    r
 }
 
 fn raw_response(code: StatusCode, bytes: Bytes) -> Response {

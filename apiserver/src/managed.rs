@@ -747,12 +747,31 @@ pub fn update(
     w: &Writer,
     now: &str,
 ) -> Vec<Entry> {
-    let c = compare(old, new);
-    let changed = c.added.union(&c.modified);
+    // From nothing (a create) every field is added: no need to compare.
+    let c = if old.as_object().is_some_and(Map::is_empty) {
+        Comparison {
+            added: to_set(new),
+            ..Comparison::default()
+        }
+    } else {
+        compare(old, new)
+    };
+    let changed = if c.modified.is_empty() {
+        c.added
+    } else {
+        c.added.union(&c.modified)
+    };
     for e in &mut entries {
-        e.fields = e.fields.difference(&changed).difference(&c.removed);
+        e.fields = e.fields.difference(&changed);
+        if !c.removed.is_empty() {
+            e.fields = e.fields.difference(&c.removed);
+        }
     }
-    let own = changed.difference(&c.removed);
+    let own = if c.removed.is_empty() {
+        changed
+    } else {
+        changed.difference(&c.removed)
+    };
     if !own.is_empty() {
         match entries.iter_mut().find(|e| e.is(w)) {
             Some(e) => {
@@ -888,6 +907,32 @@ pub fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `update` skips the comparison when the old object is empty (a create); that is only
+    /// right because comparing anything with `{}` adds every field and changes none.
+    #[test]
+    fn an_update_from_nothing_owns_exactly_the_fields_a_comparison_adds() {
+        let objs = [
+            json!({"metadata": {"labels": {"a": "1"}}, "spec": {"containers": [
+                {"name": "c", "image": "i", "ports": [{"containerPort": 80, "protocol": "TCP"}],
+                 "args": ["x", "y"]}], "nodeSelector": {"k": "v"}}}),
+            json!({"data": {"k": "v"}, "spec": {"finalizers": ["x"], "empty": {}}}),
+            json!({}),
+        ];
+        for new in objs {
+            let c = compare(&json!({}), &new);
+            assert!(c.modified.is_empty() && c.removed.is_empty());
+            assert_eq!(c.added, to_set(&new));
+            let entries = update(&json!({}), &new, Vec::new(), &w("m", UPDATE), "t");
+            let want: Vec<Set> = if c.added.is_empty() {
+                vec![]
+            } else {
+                vec![c.added]
+            };
+            let got: Vec<Set> = entries.into_iter().map(|e| e.fields).collect();
+            assert_eq!(got, want, "{new}");
+        }
+    }
 
     fn w(manager: &str, op: &'static str) -> Writer {
         Writer {

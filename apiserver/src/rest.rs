@@ -88,6 +88,9 @@ fn record_update(def: &ResourceDef, owner: &FieldOwner, old: &Value, new: &mut V
 pub struct Outcome {
     pub object: Value,
     pub warnings: Vec<String>,
+    /// `object` as stored (compact JSON), when it was written: the response reuses it instead
+    /// of encoding the object a second time.
+    pub encoded: Option<Bytes>,
 }
 
 /// Which part of an object an update may change.
@@ -333,7 +336,7 @@ fn write_object(
     key: &str,
     change: Change,
     dry_run: bool,
-) -> Result<Value, ApiError> {
+) -> Result<(Value, Option<Bytes>), ApiError> {
     let rv = Value::String(txn.revision().to_string());
     match change {
         Change::Create(mut obj) => {
@@ -350,11 +353,12 @@ fn write_object(
             apply_quota(txn, def, ns, &name, None, Some(&obj), dry_run)?;
             if dry_run {
                 o::remove_meta(&mut obj, "resourceVersion");
-            } else {
-                o::set_meta(&mut obj, "resourceVersion", rv);
-                txn.put(key, to_bytes(&obj)?);
+                return Ok((obj, None));
             }
-            Ok(obj)
+            o::set_meta(&mut obj, "resourceVersion", rv);
+            let bytes = to_bytes(&obj)?;
+            txn.put(key, bytes.clone());
+            Ok((obj, Some(bytes)))
         }
         Change::Update { old, mut new } => {
             let name = o::name(&new).to_string();
@@ -368,17 +372,19 @@ fn write_object(
                 if !dry_run {
                     txn.delete(key, to_bytes(&new)?);
                 }
-                return Ok(new);
+                return Ok((new, None));
             }
             if def.plural == "resourcequotas" {
                 recompute_quota_status(txn, ns, &mut new)?;
             }
             apply_quota(txn, def, ns, &name, Some(&old), Some(&new), dry_run)?;
-            if !dry_run {
-                o::set_meta(&mut new, "resourceVersion", rv);
-                txn.put(key, to_bytes(&new)?);
+            if dry_run {
+                return Ok((new, None));
             }
-            Ok(new)
+            o::set_meta(&mut new, "resourceVersion", rv);
+            let bytes = to_bytes(&new)?;
+            txn.put(key, bytes.clone());
+            Ok((new, Some(bytes)))
         }
         Change::Delete { mut old } => {
             let name = o::name(&old).to_string();
@@ -387,7 +393,7 @@ fn write_object(
                 o::set_meta(&mut old, "resourceVersion", rv);
                 txn.delete(key, to_bytes(&old)?);
             }
-            Ok(old)
+            Ok((old, None))
         }
     }
 }
@@ -727,14 +733,18 @@ impl Api {
         }
         let key = def.key(ns, &name);
         let ranges = &self.service_ranges;
-        let (object, committed) = self.store.write(|txn| {
+        let ((object, encoded), committed) = self.store.write(|txn| {
             if def.plural == "services" {
                 allocate_service(txn, ranges, def, &key, &mut obj, None)?;
             }
             write_object(txn, def, ns, &key, Change::Create(obj), opts.dry_run)
         })?;
         committed.durable().await?;
-        Ok(Outcome { object, warnings })
+        Ok(Outcome {
+            object,
+            warnings,
+            encoded,
+        })
     }
 
     /// Turn a candidate for the new object into the object to store (Kubernetes'
@@ -874,45 +884,52 @@ impl Api {
                 return Ok(Outcome {
                     object: old,
                     warnings,
+                    encoded: None,
                 });
             }
-            let res = self.store.write(|txn| -> Result<Value, TxnErr> {
-                match txn.get(&key)? {
-                    None => Err(ApiError::NotFound(def.err_ref(name)).into()),
-                    Some(cur) if cur != old_bytes => {
-                        if precondition {
-                            Err(ApiError::stale(def.err_ref(name)).into())
-                        } else {
-                            Err(TxnErr::Retry)
+            let res = self
+                .store
+                .write(|txn| -> Result<(Value, Option<Bytes>), TxnErr> {
+                    match txn.get(&key)? {
+                        None => Err(ApiError::NotFound(def.err_ref(name)).into()),
+                        Some(cur) if cur != old_bytes => {
+                            if precondition {
+                                Err(ApiError::stale(def.err_ref(name)).into())
+                            } else {
+                                Err(TxnErr::Retry)
+                            }
                         }
-                    }
-                    Some(_) => {
-                        let mut new = new;
-                        if def.plural == "services" {
-                            allocate_service(
+                        Some(_) => {
+                            let mut new = new;
+                            if def.plural == "services" {
+                                allocate_service(
+                                    txn,
+                                    &self.service_ranges,
+                                    def,
+                                    &key,
+                                    &mut new,
+                                    Some(&old),
+                                )?;
+                            }
+                            Ok(write_object(
                                 txn,
-                                &self.service_ranges,
                                 def,
+                                ns,
                                 &key,
-                                &mut new,
-                                Some(&old),
-                            )?;
+                                Change::Update { old, new },
+                                opts.dry_run,
+                            )?)
                         }
-                        Ok(write_object(
-                            txn,
-                            def,
-                            ns,
-                            &key,
-                            Change::Update { old, new },
-                            opts.dry_run,
-                        )?)
                     }
-                }
-            });
+                });
             match res {
-                Ok((object, committed)) => {
+                Ok(((object, encoded), committed)) => {
                     committed.durable().await?;
-                    return Ok(Outcome { object, warnings });
+                    return Ok(Outcome {
+                        object,
+                        warnings,
+                        encoded,
+                    });
                 }
                 Err(TxnErr::Retry) => continue,
                 Err(TxnErr::Api(e)) => return Err(e),
@@ -1049,7 +1066,7 @@ impl Api {
                 match txn.get(&key)? {
                     None => Err(ApiError::NotFound(def.err_ref(name)).into()),
                     Some(cur) if cur != old_bytes => Err(TxnErr::Retry),
-                    Some(_) => Ok(write_object(txn, def, ns, &key, change, dry_run)?),
+                    Some(_) => Ok(write_object(txn, def, ns, &key, change, dry_run)?.0),
                 }
             });
             match res {

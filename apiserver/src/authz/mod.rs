@@ -160,10 +160,11 @@ fn apply(snap: &mut Snapshot, key: &str, kind: EventKind, value: &[u8]) {
         let (ns, name) = rest.split_once('/').unwrap_or(("", rest));
         match kind {
             EventKind::Deleted => snap.graph.remove_pod(ns, name),
-            _ => match serde_json::from_slice::<Value>(value) {
-                Ok(v) => snap.graph.put_pod(&v),
-                Err(e) => tracing::warn!(key, error = %e, "undecodable pod in the store"),
-            },
+            _ => {
+                if let Err(e) = snap.graph.put_pod_json(value) {
+                    tracing::warn!(key, error = %e, "undecodable pod in the store");
+                }
+            }
         }
         return;
     }

@@ -5,8 +5,12 @@
 //!
 //! The relationships come from a [`NodeGraph`] kept up to date from the pods' watch.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
+use std::fmt;
 
+use serde::de::{Deserializer, Visitor};
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::attributes::Attributes;
@@ -99,6 +103,191 @@ fn pod_refs(pod: &Value) -> (Vec<String>, Vec<String>) {
     (secrets, cms)
 }
 
+// ------------------------------------------------------------------------------------------
+// The minimal decode of a stored pod: only the fields the graph reads. serde skips everything
+// else (labels, images, resources, status…) without building it, and the names the hot path
+// needs (namespace, name, nodeName) borrow from the event's bytes.
+// ------------------------------------------------------------------------------------------
+
+/// A string field that may be absent or `null`; borrowed from the input when it has no escapes.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Name<'a>(Option<Cow<'a, str>>);
+
+impl<'a> Name<'a> {
+    fn as_str(&self) -> &str {
+        self.0.as_deref().unwrap_or("")
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Name<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Name<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or null")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(
+                self,
+                v: &'de str,
+            ) -> Result<Self::Value, E> {
+                Ok(Name(Some(Cow::Borrowed(v))))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Name(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Name(Some(Cow::Owned(v))))
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Name(None))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct PodFields<'a> {
+    #[serde(borrow)]
+    metadata: MetaFields<'a>,
+    #[serde(borrow)]
+    spec: SpecFields<'a>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct MetaFields<'a> {
+    #[serde(borrow)]
+    namespace: Name<'a>,
+    #[serde(borrow)]
+    name: Name<'a>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct SpecFields<'a> {
+    #[serde(borrow)]
+    node_name: Name<'a>,
+    volumes: Option<Vec<VolumeFields>>,
+    containers: Option<Vec<ContainerFields>>,
+    init_containers: Option<Vec<ContainerFields>>,
+    ephemeral_containers: Option<Vec<ContainerFields>>,
+    image_pull_secrets: Option<Vec<NameRef>>,
+}
+
+/// `{"name": …}` (a LocalObjectReference and the like).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct NameRef {
+    name: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct VolumeFields {
+    secret: Option<SecretVolume>,
+    config_map: Option<NameRef>,
+    projected: Option<Projected>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct SecretVolume {
+    secret_name: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Projected {
+    sources: Option<Vec<ProjectedSource>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct ProjectedSource {
+    secret: Option<NameRef>,
+    config_map: Option<NameRef>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct ContainerFields {
+    env: Option<Vec<EnvVar>>,
+    env_from: Option<Vec<EnvFrom>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct EnvVar {
+    value_from: Option<EnvSource>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct EnvSource {
+    secret_key_ref: Option<NameRef>,
+    config_map_key_ref: Option<NameRef>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct EnvFrom {
+    secret_ref: Option<NameRef>,
+    config_map_ref: Option<NameRef>,
+}
+
+fn non_empty(s: &Option<String>) -> Option<String> {
+    s.as_deref().filter(|s| !s.is_empty()).map(String::from)
+}
+
+fn name_of(r: &Option<NameRef>) -> Option<String> {
+    r.as_ref().and_then(|r| non_empty(&r.name))
+}
+
+impl SpecFields<'_> {
+    /// [`pod_refs`] on the decoded fields: the same names, sorted and deduplicated.
+    fn refs(&self) -> (Vec<String>, Vec<String>) {
+        let mut secrets = Vec::new();
+        let mut cms = Vec::new();
+        for vol in self.volumes.iter().flatten() {
+            secrets.extend(vol.secret.as_ref().and_then(|s| non_empty(&s.secret_name)));
+            cms.extend(name_of(&vol.config_map));
+            let sources = vol.projected.as_ref().and_then(|p| p.sources.as_ref());
+            for src in sources.into_iter().flatten() {
+                secrets.extend(name_of(&src.secret));
+                cms.extend(name_of(&src.config_map));
+            }
+        }
+        let containers = [
+            &self.containers,
+            &self.init_containers,
+            &self.ephemeral_containers,
+        ];
+        for c in containers.into_iter().flatten().flatten() {
+            for e in c.env.iter().flatten() {
+                if let Some(from) = &e.value_from {
+                    secrets.extend(name_of(&from.secret_key_ref));
+                    cms.extend(name_of(&from.config_map_key_ref));
+                }
+            }
+            for e in c.env_from.iter().flatten() {
+                secrets.extend(name_of(&e.secret_ref));
+                cms.extend(name_of(&e.config_map_ref));
+            }
+        }
+        for s in self.image_pull_secrets.iter().flatten() {
+            secrets.extend(non_empty(&s.name));
+        }
+        secrets.sort();
+        secrets.dedup();
+        cms.sort();
+        cms.dedup();
+        (secrets, cms)
+    }
+}
+
 fn add(
     index: &mut HashMap<(String, String), BTreeMap<String, usize>>,
     ns: &str,
@@ -139,27 +328,66 @@ fn sub(
 impl NodeGraph {
     /// Record the pod object `pod` (added or modified).
     pub fn put_pod(&mut self, pod: &Value) {
-        let ns = pod
-            .pointer("/metadata/namespace")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        let name = pod
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        let node = pod
-            .pointer("/spec/nodeName")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        self.remove_pod(ns, name);
+        let str_at = |p: &str| pod.pointer(p).and_then(Value::as_str).unwrap_or("");
+        let (ns, name, node) = (
+            str_at("/metadata/namespace"),
+            str_at("/metadata/name"),
+            str_at("/spec/nodeName"),
+        );
+        self.put(ns, name, node, || pod_refs(pod));
+    }
+
+    /// Record a stored pod (added or modified) from its JSON bytes: what [`NodeGraph::put_pod`]
+    /// does on the parsed value, decoding only the fields the graph reads. A document the
+    /// minimal decode refuses (a field of an unexpected type, a duplicate key) takes the
+    /// `Value` path, so the result is the same for every input; `Err` if it is not JSON.
+    pub fn put_pod_json(&mut self, bytes: &[u8]) -> Result<(), serde_json::Error> {
+        match serde_json::from_slice::<PodFields<'_>>(bytes) {
+            Ok(p) => {
+                let (meta, spec) = (&p.metadata, &p.spec);
+                self.put(
+                    meta.namespace.as_str(),
+                    meta.name.as_str(),
+                    spec.node_name.as_str(),
+                    || spec.refs(),
+                );
+                Ok(())
+            }
+            Err(_) => {
+                let v: Value = serde_json::from_slice(bytes)?;
+                self.put_pod(&v);
+                Ok(())
+            }
+        }
+    }
+
+    /// Record pod `ns`/`name` bound to `node` (none: not bound, not in the graph) using what
+    /// `refs` returns. A pod already recorded with the same node and references (an update of
+    /// fields the graph does not read) is left as it is.
+    fn put(
+        &mut self,
+        ns: &str,
+        name: &str,
+        node: &str,
+        refs: impl FnOnce() -> (Vec<String>, Vec<String>),
+    ) {
         if node.is_empty() {
+            // Kubernetes' node authorizer adds edges only for pods bound to a node.
+            self.remove_pod(ns, name);
             return;
         }
-        let (secrets, configmaps) = pod_refs(pod);
+        let (secrets, configmaps) = refs();
+        let key = (ns.to_string(), name.to_string());
+        if let Some(old) = self.pods.get(&key) {
+            if old.node == node && old.secrets == secrets && old.configmaps == configmaps {
+                return;
+            }
+        }
+        self.remove_pod(ns, name);
         add(&mut self.secrets, ns, &secrets, node);
         add(&mut self.configmaps, ns, &configmaps, node);
         self.pods.insert(
-            (ns.to_string(), name.to_string()),
+            key,
             PodRefs {
                 node: node.to_string(),
                 secrets,
@@ -467,6 +695,196 @@ mod tests {
             groups: vec![],
         };
         assert_eq!(node_name(&fake), None);
+    }
+
+    /// What the minimal decode reads of a pod: (namespace, name, nodeName, secrets,
+    /// configmaps); `None` when it refuses the document (the `Value` path takes it).
+    type Minimal = Option<(String, String, String, Vec<String>, Vec<String>)>;
+
+    fn minimal(bytes: &[u8]) -> Minimal {
+        let p = serde_json::from_slice::<PodFields<'_>>(bytes).ok()?;
+        let (secrets, cms) = p.spec.refs();
+        Some((
+            p.metadata.namespace.as_str().to_string(),
+            p.metadata.name.as_str().to_string(),
+            p.spec.node_name.as_str().to_string(),
+            secrets,
+            cms,
+        ))
+    }
+
+    fn same_graph(a: &NodeGraph, b: &NodeGraph) -> bool {
+        a.pods == b.pods && a.secrets == b.secrets && a.configmaps == b.configmaps
+    }
+
+    #[test]
+    fn minimal_pod_decode_table() {
+        let strs = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let full = r#"{"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"namespace": "a", "name": "p", "labels": {"nodeName": "x"},
+                         "annotations": {"k": "{\"spec\": {\"nodeName\": \"n9\"}}"}},
+            "spec": {"nodeName": "n1", "schedulerName": "default",
+                "volumes": [
+                    {"name": "v", "secret": {"secretName": "s-vol", "defaultMode": 420,
+                                             "items": [{"key": "k", "path": "p"}]}},
+                    {"name": "w", "configMap": {"name": "c-vol", "optional": true}},
+                    {"name": "e", "emptyDir": {}},
+                    {"name": "x", "projected": {"sources": [
+                        {"secret": {"name": "s-proj"}}, {"configMap": {"name": "c-proj"}},
+                        {"serviceAccountToken": {"path": "token"}}]}},
+                    {"name": "y", "secret": {"secretName": ""}}],
+                "containers": [{"name": "c", "image": "i", "ports": [{"containerPort": 80}],
+                    "resources": {"limits": {"cpu": "1"}},
+                    "env": [{"name": "A", "value": "x"},
+                            {"name": "B", "valueFrom": {"secretKeyRef": {"name": "s-env", "key": "k"}}},
+                            {"name": "C", "valueFrom": {"configMapKeyRef": {"name": "c-env", "key": "k"}}},
+                            {"name": "D", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
+                    "envFrom": [{"secretRef": {"name": "s-from"}}, {"configMapRef": {"name": "c-from"}}]}],
+                "initContainers": [{"name": "i", "envFrom": [{"secretRef": {"name": "s-init"}}]}],
+                "ephemeralContainers": [{"name": "d", "env": [{"name": "E",
+                    "valueFrom": {"secretKeyRef": {"name": "s-vol", "key": "k"}}}]}],
+                "imagePullSecrets": [{"name": "pull"}, {"name": ""}, {}]},
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}}"#;
+        let table: Vec<(&str, &str, Minimal)> = vec![
+            (
+                "every kind of reference, unknown fields skipped",
+                full,
+                Some((
+                    "a".into(),
+                    "p".into(),
+                    "n1".into(),
+                    strs(&["pull", "s-env", "s-from", "s-init", "s-proj", "s-vol"]),
+                    strs(&["c-env", "c-from", "c-proj", "c-vol"]),
+                )),
+            ),
+            (
+                "unbound",
+                r#"{"metadata": {"namespace": "a", "name": "p"},
+                    "spec": {"volumes": [{"secret": {"secretName": "s"}}], "containers": []}}"#,
+                Some(("a".into(), "p".into(), "".into(), strs(&["s"]), vec![])),
+            ),
+            (
+                "nulls are absent",
+                r#"{"metadata": {"namespace": null, "name": "p"},
+                    "spec": {"nodeName": null, "volumes": null, "imagePullSecrets": null,
+                             "containers": [{"env": null, "envFrom": [{"secretRef": null}]}]}}"#,
+                Some(("".into(), "p".into(), "".into(), vec![], vec![])),
+            ),
+            (
+                "escaped strings",
+                r#"{"metadata": {"namespace": "a", "name": "p\u0031"},
+                    "spec": {"node\u004eame": "n\u0031",
+                             "imagePullSecrets": [{"name": "pull\"x"}]}}"#,
+                Some((
+                    "a".into(),
+                    "p1".into(),
+                    "n1".into(),
+                    strs(&["pull\"x"]),
+                    vec![],
+                )),
+            ),
+            (
+                "no metadata, no spec",
+                r#"{"kind": "Pod"}"#,
+                Some(Default::default()),
+            ),
+            (
+                "a nodeName of the wrong type",
+                r#"{"metadata": {"namespace": "a", "name": "p"}, "spec": {"nodeName": 5}}"#,
+                None,
+            ),
+            (
+                "a secret name of the wrong type",
+                r#"{"metadata": {"namespace": "a", "name": "p"},
+                    "spec": {"nodeName": "n1", "volumes": [{"secret": {"secretName": 7}},
+                                                           {"secret": {"secretName": "s"}}]}}"#,
+                None,
+            ),
+            (
+                "volumes not a list",
+                r#"{"metadata": {"namespace": "a", "name": "p"},
+                    "spec": {"nodeName": "n1", "volumes": {"secret": {"secretName": "s"}}}}"#,
+                None,
+            ),
+            (
+                "spec null",
+                r#"{"metadata": {"namespace": "a", "name": "p"}, "spec": null}"#,
+                None,
+            ),
+            (
+                "duplicate key",
+                r#"{"metadata": {"namespace": "a", "name": "p"},
+                    "spec": {"nodeName": "n1", "nodeName": "n2"}}"#,
+                None,
+            ),
+        ];
+        for (what, json, want) in table {
+            assert_eq!(minimal(json.as_bytes()), want, "{what}");
+            // Whichever path decodes it, the graph ends as the Value path makes it.
+            let mut by_value = graph();
+            by_value.put_pod(&serde_json::from_str::<Value>(json).unwrap());
+            let mut by_bytes = graph();
+            by_bytes.put_pod_json(json.as_bytes()).unwrap();
+            assert!(
+                same_graph(&by_value, &by_bytes),
+                "{what}: {by_value:?} != {by_bytes:?}"
+            );
+        }
+        // The wrong-typed secret name is skipped, the other one kept, as on the Value path.
+        let mut g = NodeGraph::default();
+        g.put_pod_json(
+            br#"{"metadata": {"namespace": "a", "name": "p"},
+                 "spec": {"nodeName": "n1", "volumes": [{"secret": {"secretName": 7}},
+                                                        {"secret": {"secretName": "s"}}]}}"#,
+        )
+        .unwrap();
+        assert!(g.node_uses("n1", "secrets", "a", "s"));
+        // The last of duplicate keys wins, as on the Value path.
+        g.put_pod_json(br#"{"metadata": {"namespace": "a", "name": "p"}, "spec": {"nodeName": "n1", "nodeName": "n2"}}"#)
+            .unwrap();
+        assert_eq!(g.pod_node("a", "p"), Some("n2"));
+        assert!(g.put_pod_json(b"{not json").is_err());
+        assert!(g.put_pod_json(br#"{"spec": {}} trailing"#).is_err());
+    }
+
+    #[test]
+    fn graph_follows_pod_bytes() {
+        let mut g = graph();
+        let before = g.clone();
+        // An update of fields the graph does not read (status, labels) changes nothing.
+        g.put_pod_json(
+            br#"{"metadata": {"namespace": "a", "name": "p2", "labels": {"x": "y"}},
+                 "spec": {"nodeName": "n2", "volumes": [{"name": "v", "secret": {"secretName": "s2"}}],
+                          "containers": [{"name": "c"}]},
+                 "status": {"phase": "Running"}}"#,
+        )
+        .unwrap();
+        assert!(same_graph(&g, &before));
+        // An update that changes a reference moves the edge.
+        g.put_pod_json(
+            br#"{"metadata": {"namespace": "a", "name": "p2"},
+                 "spec": {"nodeName": "n2", "volumes": [{"name": "v", "secret": {"secretName": "s1"}}]}}"#,
+        )
+        .unwrap();
+        assert!(g.node_uses("n2", "secrets", "a", "s1"));
+        assert!(!g.node_uses("n2", "secrets", "a", "s2"));
+        assert!(g.node_uses("n1", "secrets", "a", "s1"));
+        // Binding the pending pod adds it; an unbound pod (a create) adds nothing.
+        g.put_pod_json(
+            br#"{"metadata": {"namespace": "a", "name": "pending"},
+                 "spec": {"nodeName": "n1", "volumes": [{"name": "v", "secret": {"secretName": "s3"}}]}}"#,
+        )
+        .unwrap();
+        assert!(g.node_uses("n1", "secrets", "a", "s3"));
+        assert_eq!(g.pod_node("a", "pending"), Some("n1"));
+        let bound = g.clone();
+        g.put_pod_json(
+            br#"{"metadata": {"namespace": "b", "name": "new"},
+                 "spec": {"volumes": [{"name": "v", "secret": {"secretName": "s4"}}]}}"#,
+        )
+        .unwrap();
+        assert!(same_graph(&g, &bound));
+        assert_eq!(g.pod_node("b", "new"), None);
     }
 
     #[test]

@@ -745,7 +745,7 @@ pub fn scale_of(obj: &Value) -> Value {
     }
     let selector = obj
         .pointer("/spec/selector")
-        .and_then(|s| serde_json::from_value::<LabelSelector>(s.clone()).ok())
+        .and_then(|s| <LabelSelector as serde::Deserialize>::deserialize(s).ok())
         .map(|ls| selector_string(&ls))
         .unwrap_or_default();
     json!({

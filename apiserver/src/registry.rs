@@ -45,10 +45,10 @@ impl<K: ApiObject> KindOps for Ops<K> {
 
     fn validate(&self, v: &Value, old: Option<&Value>) -> ErrorList {
         // Values given here went through `decode_default`, so they decode.
-        let Ok(new) = serde_json::from_value::<K>(v.clone()) else {
+        let Ok(new) = <K as serde::Deserialize>::deserialize(v) else {
             return Vec::new();
         };
-        match old.and_then(|o| serde_json::from_value::<K>(o.clone()).ok()) {
+        match old.and_then(|o| <K as serde::Deserialize>::deserialize(o).ok()) {
             Some(old) => new.validate_update(&old),
             None => new.validate(),
         }

@@ -271,7 +271,7 @@ fn invalid(def: &ResourceDef, name: &str, errors: ErrorList) -> ApiError {
 fn podsecurity_label_errors(obj: &Value) -> ErrorList {
     let labels = obj
         .pointer("/metadata/labels")
-        .and_then(|l| serde_json::from_value(l.clone()).ok())
+        .and_then(|l| serde::Deserialize::deserialize(l).ok())
         .unwrap_or_default();
     podsecurity::label_errors(&labels)
 }
@@ -279,7 +279,7 @@ fn podsecurity_label_errors(obj: &Value) -> ErrorList {
 /// Kind-specific normalisation after decoding (what Kubernetes' strategies do on create/update).
 fn normalize(def: &ResourceDef, obj: &mut Value) {
     if def.plural == "limitranges" {
-        if let Ok(mut lr) = serde_json::from_value::<LimitRange>(obj.clone()) {
+        if let Ok(mut lr) = <LimitRange as serde::Deserialize>::deserialize(&*obj) {
             if let Some(spec) = lr.spec.as_mut() {
                 for item in spec.limits.iter_mut() {
                     limitrange::default_limit_range_item(item);
@@ -408,9 +408,9 @@ fn allocate_service(
     obj: &mut Value,
     old: Option<&Value>,
 ) -> Result<(), ApiError> {
-    let mut svc: Service = serde_json::from_value(obj.clone())
+    let mut svc: Service = serde::Deserialize::deserialize(&*obj)
         .map_err(|e| ApiError::Internal(format!("re-decoding service: {e}")))?;
-    let old: Option<Service> = old.and_then(|o| serde_json::from_value(o.clone()).ok());
+    let old: Option<Service> = old.and_then(|o| serde::Deserialize::deserialize(o).ok());
     let mut used = svcalloc::InUse::default();
     for (k, b) in txn.list(&def.prefix(None))? {
         if k == key {
@@ -494,7 +494,7 @@ fn apply_quota(
             reason,
         };
         if def.plural == "pods" && old.is_none() {
-            if let Some(Ok(pod)) = new.map(|v| serde_json::from_value::<Pod>(v.clone())) {
+            if let Some(Ok(pod)) = new.map(<Pod as serde::Deserialize>::deserialize) {
                 if let Some(msg) = quota::missing_compute(&pod, &hard) {
                     return Err(forbidden(format!("failed quota: {qname}: {msg}")));
                 }
@@ -522,7 +522,7 @@ fn apply_quota(
 /// Set a quota's `status.hard` from its spec and compute `status.used` from the namespace's
 /// objects as they are in this transaction.
 fn recompute_quota_status(txn: &mut dyn Txn, ns: &str, obj: &mut Value) -> Result<(), ApiError> {
-    let Ok(mut q) = serde_json::from_value::<ResourceQuota>(obj.clone()) else {
+    let Ok(mut q) = <ResourceQuota as serde::Deserialize>::deserialize(&*obj) else {
         return Ok(());
     };
     let hard = q.spec.as_ref().map(|s| s.hard.clone()).unwrap_or_default();
@@ -608,7 +608,7 @@ impl Api {
             .iter()
             .filter_map(|(_, b)| serde_json::from_slice(b).ok())
             .collect();
-        let mut pod: Pod = serde_json::from_value(obj.clone())
+        let mut pod: Pod = serde::Deserialize::deserialize(&*obj)
             .map_err(|e| ApiError::Internal(format!("re-decoding pod: {e}")))?;
         let name = pod.metadata.name().to_string();
         limitrange::apply_limit_ranges(&mut pod, &ranges).map_err(|errs| ApiError::Forbidden {
@@ -629,7 +629,7 @@ impl Api {
         old: Option<&Value>,
     ) -> Result<Vec<String>, ApiError> {
         let decode = |v: &Value| {
-            serde_json::from_value::<Pod>(v.clone())
+            <Pod as serde::Deserialize>::deserialize(v)
                 .map_err(|e| ApiError::Internal(format!("re-decoding pod: {e}")))
         };
         let pod = decode(obj)?;
@@ -643,7 +643,7 @@ impl Api {
         let labels = match self.store.get(&ns_def().key("", ns))? {
             Some(b) => from_bytes(&b)?
                 .pointer("/metadata/labels")
-                .and_then(|l| serde_json::from_value(l.clone()).ok())
+                .and_then(|l| serde::Deserialize::deserialize(l).ok())
                 .unwrap_or_default(),
             None => Default::default(),
         };

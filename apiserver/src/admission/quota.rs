@@ -111,7 +111,7 @@ pub fn pod_usage(pod: &Pod) -> Usage {
 /// counts (`services`, `configmaps`, `secrets`, `resourcequotas`), and compute for pods.
 pub fn quota_usage(def: &ResourceDef, obj: &Value) -> Usage {
     if def.plural == "pods" {
-        if let Ok(pod) = serde_json::from_value::<Pod>(obj.clone()) {
+        if let Ok(pod) = <Pod as serde::Deserialize>::deserialize(obj) {
             return pod_usage(&pod);
         }
     }

@@ -16,15 +16,22 @@ use bytes::Bytes;
 use kapsel_apiserver::store::sled_store::SledOptions;
 use kapsel_apiserver::store::{SledStore, Store, StoreError};
 
+mod common;
+
 fn cpu_secs() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    // SAFETY: sysconf has no memory effects.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    ticks / hz.max(1.0)
+    common::cpu_secs(std::process::id())
+}
+
+/// A fresh sled database as the store opens it, without the store.
+fn raw_sled(base: &str) -> (tempfile::TempDir, sled::Db) {
+    let dir = tempfile::tempdir_in(base).unwrap();
+    let db = sled::Config::new()
+        .path(dir.path())
+        .flush_every_ms(None)
+        .mode(sled::Mode::HighThroughput)
+        .open()
+        .unwrap();
+    (dir, db)
 }
 
 fn arg(name: &str, default: usize) -> usize {
@@ -91,13 +98,7 @@ async fn main() {
     store.close();
 
     // The same writes with no flush at all (not durable): what sled's apply costs.
-    let dir = tempfile::tempdir_in(&base).unwrap();
-    let db = sled::Config::new()
-        .path(dir.path())
-        .flush_every_ms(None)
-        .mode(sled::Mode::HighThroughput)
-        .open()
-        .unwrap();
+    let (_dir, db) = raw_sled(&base);
     let (t0, c0) = (Instant::now(), cpu_secs());
     for i in 0..writes {
         let mut b = sled::Batch::default();
@@ -123,14 +124,8 @@ async fn main() {
     );
     drop(db);
 
-    // Batches of 16 writes, one flush per batch: what a group-applied commit would cost.
-    let dir = tempfile::tempdir_in(&base).unwrap();
-    let db = sled::Config::new()
-        .path(dir.path())
-        .flush_every_ms(None)
-        .mode(sled::Mode::HighThroughput)
-        .open()
-        .unwrap();
+    // Batches of `--group` (16) writes, one flush per batch: what a group-applied commit costs.
+    let (_dir, db) = raw_sled(&base);
     let group = arg("--group", 16);
     let (t0, c0) = (Instant::now(), cpu_secs());
     for g in 0..writes / group {

@@ -152,14 +152,19 @@ pub fn sh(cmd: &str) -> String {
         .args(["-c", cmd])
         .output()
         .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    out_ok(cmd, &out)
+}
+
+/// stdout of a command that succeeded; else a panic naming `what`, with its status and output.
+pub(crate) fn out_ok(what: &str, o: &std::process::Output) -> String {
     assert!(
-        out.status.success(),
-        "{cmd}: {}\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        o.status.success(),
+        "{what}: {}\n{}{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
     );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 /// Run a command, ignoring failure (cleanup).
@@ -370,15 +375,7 @@ impl Server {
 
     /// Run the `kapsel` CLI against this server; returns stdout, panics on failure.
     pub fn kapsel(&self, args: &[&str]) -> String {
-        let out = self.kapsel_output(args);
-        assert!(
-            out.status.success(),
-            "kapsel {args:?}: {}\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        out_ok(&format!("kapsel {args:?}"), &self.kapsel_output(args))
     }
 
     /// Run the `kapsel` CLI against this server and return its output whatever its exit

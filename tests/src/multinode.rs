@@ -55,7 +55,7 @@ use std::time::Duration;
 use kapsel_api::client::Client;
 use kapsel_api::Pod;
 
-use crate::{binary, require_root, require_tools, sh, sh_quiet, Proc, Server, ServerOpts};
+use crate::{binary, out_ok, require_root, require_tools, sh, sh_quiet, Proc, Server, ServerOpts};
 
 /// Tools the harness needs on the host.
 pub const TOOLS: &[&str] = &["ip", "nsenter", "nft", "tc", "busybox"];
@@ -150,17 +150,6 @@ fn run(cmd: &str) -> Output {
         .args(["-c", cmd])
         .output()
         .unwrap_or_else(|e| panic!("{cmd}: {e}"))
-}
-
-fn out_ok(cmd: &str, o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "{cmd}: {}\n{}{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 /// Single-quote for sh.
@@ -745,14 +734,7 @@ impl Cluster {
                 panic!("{}", t.report(&logs));
             }
         };
-        assert!(
-            out.status.success(),
-            "kapsel {args:?}: {}\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        out_ok(&format!("kapsel {args:?}"), &out)
     }
 
     /// `sh -c cmd` in node `i`'s network namespace (host binaries and mounts).

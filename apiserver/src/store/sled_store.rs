@@ -60,7 +60,6 @@ impl Default for SledOptions {
 }
 
 /// A committed write that is not yet applied to sled: the newest value of its key.
-#[derive(Clone)]
 struct Staged {
     revision: Revision,
     /// `None`: the key was deleted.
@@ -507,47 +506,31 @@ impl Store for SledStore {
         }
         let mut events = Vec::with_capacity(writes.len());
         for ((key, w), prev) in writes.into_iter().zip(prevs) {
-            let key: Arc<str> = key.into();
-            match w {
+            let (value, event) = match w {
                 Write::Put(v) => {
-                    guard.staged.insert(
-                        key.to_string(),
-                        Staged {
-                            revision,
-                            value: Some(v.clone()),
-                        },
-                    );
-                    events.push(StoreEvent {
-                        revision,
-                        kind: if prev.is_some() {
-                            EventKind::Modified
-                        } else {
-                            EventKind::Added
-                        },
-                        key,
-                        value: v,
-                        prev,
-                    });
+                    let kind = if prev.is_some() {
+                        EventKind::Modified
+                    } else {
+                        EventKind::Added
+                    };
+                    (Some(v.clone()), Some((kind, v)))
                 }
-                Write::Delete(tombstone) => {
-                    guard.staged.insert(
-                        key.to_string(),
-                        Staged {
-                            revision,
-                            value: None,
-                        },
-                    );
-                    if prev.is_some() {
-                        events.push(StoreEvent {
-                            revision,
-                            kind: EventKind::Deleted,
-                            key,
-                            value: tombstone,
-                            prev,
-                        });
-                    }
-                }
+                // Deleting a key that does not exist is no event.
+                Write::Delete(tombstone) => (
+                    None,
+                    prev.is_some().then_some((EventKind::Deleted, tombstone)),
+                ),
+            };
+            if let Some((kind, v)) = event {
+                events.push(StoreEvent {
+                    revision,
+                    kind,
+                    key: Arc::from(key.as_str()),
+                    value: v,
+                    prev,
+                });
             }
+            guard.staged.insert(key, Staged { revision, value });
         }
         guard.revision = revision;
         self.inner

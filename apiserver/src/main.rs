@@ -1,5 +1,9 @@
 //! `kapsel-apiserver --data-dir DIR --listen 127.0.0.1:6443`
 
+/// jemalloc instead of glibc malloc: see `tikv-jemallocator` in the workspace Cargo.toml.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 

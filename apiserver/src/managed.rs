@@ -305,6 +305,13 @@ fn list_type_of(field: &str, items: &[Value]) -> ListType {
 
 /// The list type of `field`, looking at the items of both sides.
 fn list_type(field: &str, a: &[Value], b: &[Value]) -> ListType {
+    // One side alone (a create, an added list): no need to copy the items together.
+    if b.is_empty() {
+        return list_type_of(field, a);
+    }
+    if a.is_empty() {
+        return list_type_of(field, b);
+    }
     let both: Vec<Value> = a.iter().chain(b).cloned().collect();
     let t = list_type_of(field, &both);
     if t == ListType::Atomic {
@@ -649,22 +656,160 @@ pub fn encode(entries: &[Entry]) -> Value {
         sorted
             .into_iter()
             .map(|e| {
-                let mut m = Map::new();
-                m.insert("manager".into(), json!(e.manager));
-                m.insert("operation".into(), json!(e.operation));
-                m.insert("apiVersion".into(), json!(e.api_version));
-                if let Some(t) = &e.time {
-                    m.insert("time".into(), json!(t));
-                }
-                m.insert("fieldsType".into(), json!("FieldsV1"));
-                m.insert("fieldsV1".into(), e.fields.to_fields_v1());
-                if !e.subresource.is_empty() {
-                    m.insert("subresource".into(), json!(e.subresource));
-                }
-                Value::Object(m)
+                entry_json(
+                    &e.manager,
+                    &e.operation,
+                    &e.api_version,
+                    e.time.as_deref(),
+                    &e.subresource,
+                    e.fields.to_fields_v1(),
+                )
             })
             .collect(),
     )
+}
+
+/// One `managedFields` entry as JSON.
+fn entry_json(
+    manager: &str,
+    operation: &str,
+    api_version: &str,
+    time: Option<&str>,
+    subresource: &str,
+    fields_v1: Value,
+) -> Value {
+    let mut m = Map::new();
+    m.insert("manager".into(), json!(manager));
+    m.insert("operation".into(), json!(operation));
+    m.insert("apiVersion".into(), json!(api_version));
+    if let Some(t) = time {
+        m.insert("time".into(), json!(t));
+    }
+    m.insert("fieldsType".into(), json!("FieldsV1"));
+    m.insert("fieldsV1".into(), fields_v1);
+    if !subresource.is_empty() {
+        m.insert("subresource".into(), json!(subresource));
+    }
+    Value::Object(m)
+}
+
+/// The managed fields of a create by `w`: what `update` from `{}` records, computed in one walk
+/// of `obj` — no projected copy, no intermediate [`Set`] — as creates are the hot path. Returns
+/// `false` (and changes nothing) when the request brings its own managedFields: then the general
+/// [`update`] applies.
+pub fn record_create(obj: &mut Value, w: &Writer, now: &str, has_status: bool) -> bool {
+    if obj.pointer("/metadata/managedFields").is_some() || w.subresource == "status" {
+        return false;
+    }
+    let Some(top) = obj.as_object() else {
+        return false;
+    };
+    let mut fields = Map::new();
+    for (k, v) in top {
+        match k.as_str() {
+            "apiVersion" | "kind" => continue,
+            "status" if has_status => continue,
+            "metadata" if v.is_object() => {
+                let mut node = Map::new();
+                for (mk, mv) in v.as_object().into_iter().flatten() {
+                    if !SERVER_META.contains(&mk.as_str()) {
+                        field_node(mk, mv, &mut node);
+                    }
+                }
+                if !node.is_empty() {
+                    fields.insert("f:metadata".into(), Value::Object(node));
+                }
+            }
+            _ => field_node(k, v, &mut fields),
+        }
+    }
+    let entries = if fields.is_empty() {
+        None
+    } else {
+        Some(Value::Array(vec![entry_json(
+            &w.manager,
+            w.operation,
+            &w.api_version,
+            Some(now),
+            &w.subresource,
+            Value::Object(fields),
+        )]))
+    };
+    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        match entries {
+            Some(e) => {
+                meta.insert("managedFields".into(), e);
+            }
+            None => {
+                meta.remove("managedFields");
+            }
+        }
+    }
+    true
+}
+
+/// The metadata fields the server sets, which no manager owns (see [`project`]).
+const SERVER_META: &[&str] = &[
+    "name",
+    "namespace",
+    "generateName",
+    "creationTimestamp",
+    "selfLink",
+    "uid",
+    "generation",
+    "managedFields",
+    "resourceVersion",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+];
+
+/// Add field `field` (value `v`) to the FieldsV1 map `out`, as `to_set(..).to_fields_v1()` does.
+fn field_node(field: &str, v: &Value, out: &mut Map<String, Value>) {
+    let mut node = Map::new();
+    let member = fields_below(field, v, &mut node);
+    if member && !node.is_empty() {
+        node.insert(".".into(), json!({}));
+    }
+    if member || !node.is_empty() {
+        out.insert(format!("f:{field}"), Value::Object(node));
+    }
+}
+
+/// Fill `node` with the FieldsV1 of what lies below `field`; whether the field is itself a
+/// member (a scalar, an atomic map or list) — the cases of [`walk_field`].
+fn fields_below(field: &str, v: &Value, node: &mut Map<String, Value>) -> bool {
+    match v {
+        Value::Object(o) if !o.is_empty() && !atomic_map(field, v) => {
+            for (k, c) in o {
+                field_node(k, c, node);
+            }
+            false
+        }
+        Value::Array(a) => match list_type(field, a, &[]) {
+            ListType::Atomic => true,
+            ListType::Set => {
+                for i in a {
+                    node.insert(value_key(i), json!({}));
+                }
+                false
+            }
+            ListType::Map(keys) => {
+                for i in a {
+                    let Some(k) = item_key(i, keys) else { continue };
+                    let mut child = Map::new();
+                    for (ik, iv) in i.as_object().into_iter().flatten() {
+                        field_node(ik, iv, &mut child);
+                    }
+                    if !child.is_empty() {
+                        child.insert(".".into(), json!({}));
+                    }
+                    node.insert(k, Value::Object(child));
+                }
+                false
+            }
+        },
+        _ => true,
+    }
 }
 
 /// The entries a write starts from: the request's own when it sets valid, non-empty ones
@@ -716,20 +861,8 @@ pub fn project(obj: &Value, subresource: &str, has_status: bool) -> Value {
         m.remove("status");
     }
     if let Some(Value::Object(meta)) = m.get_mut("metadata") {
-        for f in [
-            "name",
-            "namespace",
-            "generateName",
-            "creationTimestamp",
-            "selfLink",
-            "uid",
-            "generation",
-            "managedFields",
-            "resourceVersion",
-            "deletionTimestamp",
-            "deletionGracePeriodSeconds",
-        ] {
-            meta.remove(f);
+        for f in SERVER_META {
+            meta.remove(*f);
         }
         if meta.is_empty() {
             m.remove("metadata");
@@ -907,6 +1040,64 @@ pub fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `record_create` (one walk, the create fast path) must record exactly what the general
+    /// `update` from `{}` over the projected object records.
+    #[test]
+    fn record_create_matches_the_general_update_from_nothing() {
+        let objs = [
+            json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "p", "namespace": "ns", "uid": "u", "generation": 1,
+                    "creationTimestamp": "t", "labels": {"app": "web"},
+                    "finalizers": ["a", "b"], "ownerReferences": [{"uid": "o1", "name": "rs"}]},
+                "spec": {"containers": [
+                    {"name": "c", "image": "i",
+                     "ports": [{"containerPort": 80}, {"containerPort": 81, "protocol": "UDP"}],
+                     "env": [{"name": "A", "value": "1"},
+                             {"name": "B", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}],
+                     "args": ["x", "y"], "resources": {"requests": {"cpu": "1"}, "limits": {}},
+                     "volumeMounts": [{"mountPath": "/d", "name": "v"}]}],
+                    "volumes": [{"name": "v", "emptyDir": {}}], "nodeSelector": {"k": "v"},
+                    "tolerations": [{"key": "a"}]},
+                "status": {"phase": "Pending"}}),
+            // Lists that cannot be keyed are atomic; empty lists and maps; nothing but server
+            // metadata; a LabelSelector (atomic map).
+            json!({"metadata": {"name": "x", "finalizers": []},
+                "spec": {"containers": [{"image": "no-name"}], "ports": [],
+                    "selector": {"matchLabels": {"a": "b"}}, "empty": {}}}),
+            json!({"metadata": {"name": "only-server-fields", "uid": "u"}}),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"},
+                "data": {"k": "v"}, "status": {"kept": "without a status subresource"}}),
+            json!({"metadata": {"name": "dup", "finalizers": ["a", "a"]},
+                "spec": {"containers": [{"name": "c"}, {"name": "c"}]}}),
+        ];
+        let w = Writer {
+            manager: "m".into(),
+            operation: UPDATE,
+            api_version: "v1".into(),
+            subresource: String::new(),
+        };
+        for obj in &objs {
+            for has_status in [true, false] {
+                let mut fast = obj.clone();
+                assert!(record_create(&mut fast, &w, "now", has_status));
+                let mut slow = obj.clone();
+                let entries = update(
+                    &json!({}),
+                    &project(obj, "", has_status),
+                    Vec::new(),
+                    &w,
+                    "now",
+                );
+                set_entries(&mut slow, &entries);
+                assert_eq!(fast, slow, "{obj} (has_status {has_status})");
+            }
+        }
+        // A request with its own managedFields takes the general path.
+        let mut own = json!({"metadata": {"name": "x", "managedFields": [{}]}});
+        assert!(!record_create(&mut own, &w, "now", true));
+        assert_eq!(own, json!({"metadata": {"name": "x", "managedFields": [{}]}}));
+    }
 
     /// `update` skips the comparison when the old object is empty (a create); that is only
     /// right because comparing anything with `{}` adds every field and changes none.

@@ -83,6 +83,19 @@ fn record_update(def: &ResourceDef, owner: &FieldOwner, old: &Value, new: &mut V
     managed::set_entries(new, &entries);
 }
 
+/// Record a create by `owner` in `new`'s managedFields: [`record_update`] from `{}`, in one walk.
+fn record_create(def: &ResourceDef, owner: &FieldOwner, new: &mut Value) {
+    let w = managed::Writer {
+        manager: owner.manager.clone(),
+        operation: managed::UPDATE,
+        api_version: def.api_version.to_string(),
+        subresource: owner.subresource.to_string(),
+    };
+    if !managed::record_create(new, &w, &o::now_string(), def.has_status) {
+        record_update(def, owner, &serde_json::json!({}), new);
+    }
+}
+
 /// The result of a write: the object as stored, and warnings for the `Warning` header.
 #[derive(Debug)]
 pub struct Outcome {
@@ -430,6 +443,35 @@ fn allocate_service(
     Ok(())
 }
 
+/// What admission reads of a stored Namespace, decoded straight from its bytes (every pod
+/// create reads its namespace twice: no JSON tree for that).
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct NsView {
+    metadata: NsViewMeta,
+    status: Option<NsViewStatus>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct NsViewMeta {
+    deletion_timestamp: Option<String>,
+    labels: Option<std::collections::BTreeMap<String, String>>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct NsViewStatus {
+    phase: Option<String>,
+}
+
+impl NsView {
+    fn decode(b: &[u8]) -> Result<NsView, ApiError> {
+        serde_json::from_slice(b)
+            .map_err(|e| ApiError::Internal(format!("decoding stored namespace: {e}")))
+    }
+}
+
 fn check_namespace_active(
     txn: &mut dyn Txn,
     def: &ResourceDef,
@@ -440,9 +482,9 @@ fn check_namespace_active(
     let Some(b) = txn.get(&nsd.key("", ns))? else {
         return Err(ApiError::NotFound(nsd.err_ref(ns)));
     };
-    let v = from_bytes(&b)?;
-    if o::is_deleting(&v)
-        || v.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating")
+    let v = NsView::decode(&b)?;
+    if v.metadata.deletion_timestamp.is_some()
+        || v.status.and_then(|s| s.phase).as_deref() == Some("Terminating")
     {
         return Err(ApiError::Forbidden {
             obj: def.err_ref(name),
@@ -641,10 +683,7 @@ impl Api {
             }
         }
         let labels = match self.store.get(&ns_def().key("", ns))? {
-            Some(b) => from_bytes(&b)?
-                .pointer("/metadata/labels")
-                .and_then(|l| serde::Deserialize::deserialize(l).ok())
-                .unwrap_or_default(),
+            Some(b) => NsView::decode(&b)?.metadata.labels.unwrap_or_default(),
             None => Default::default(),
         };
         let policy = podsecurity::policy(ns, &labels);
@@ -729,7 +768,7 @@ impl Api {
         o::set_meta(&mut obj, "creationTimestamp", o::now_string().into());
         o::set_meta(&mut obj, "generation", 1.into());
         if let Some(owner) = &opts.owner {
-            record_update(def, owner, &serde_json::json!({}), &mut obj);
+            record_create(def, owner, &mut obj);
         }
         let key = def.key(ns, &name);
         let ranges = &self.service_ranges;

@@ -1,5 +1,9 @@
 //! `kapsel`: the command line. Everything lives in the library.
 
+/// jemalloc instead of glibc malloc: see `tikv-jemallocator` in the workspace Cargo.toml.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() {
     // A bug must never show a Rust backtrace to a user: one line, exit code 2.
     std::panic::set_hook(Box::new(|info| {

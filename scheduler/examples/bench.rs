@@ -17,6 +17,10 @@
 //! - Reported: pods/s bound end to end (first create sent → last pod seen bound on a watch),
 //!   p50/p99 of (create sent → bound seen), scheduler RSS, and the scheduler's own counters.
 
+/// The binary's allocator, as in `kapsel server` and `kapsel-scheduler` (see src/main.rs).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use std::io::{BufRead, Write};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};

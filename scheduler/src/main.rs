@@ -1,5 +1,9 @@
 //! `kapsel-scheduler --server URL [--token T] [--config FILE] [--strategy …]`
 
+/// jemalloc instead of glibc malloc: see `tikv-jemallocator` in the workspace Cargo.toml.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use std::path::PathBuf;
 
 use clap::Parser;

@@ -1096,7 +1096,10 @@ mod tests {
         // A request with its own managedFields takes the general path.
         let mut own = json!({"metadata": {"name": "x", "managedFields": [{}]}});
         assert!(!record_create(&mut own, &w, "now", true));
-        assert_eq!(own, json!({"metadata": {"name": "x", "managedFields": [{}]}}));
+        assert_eq!(
+            own,
+            json!({"metadata": {"name": "x", "managedFields": [{}]}})
+        );
     }
 
     /// `update` skips the comparison when the old object is empty (a create); that is only

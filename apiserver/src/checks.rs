@@ -113,60 +113,82 @@ pub fn quantity_errors(def: &ResourceDef, obj: &Value) -> ErrorList {
         def.plural,
         "pods" | "deployments" | "replicasets" | "limitranges" | "resourcequotas" | "nodes"
     ) {
-        walk(obj, String::new(), &mut errs);
+        walk(obj, &mut Vec::new(), &mut errs);
     }
     errs
 }
 
-fn join(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_string()
-    } else {
-        format!("{path}.{key}")
-    }
+/// One step of a field path; the path is only spelled out for an error.
+#[derive(Clone, Copy)]
+enum Seg<'a> {
+    Key(&'a str),
+    Index(usize),
 }
 
-fn check_quantity(path: String, v: &Value, errs: &mut ErrorList) {
+fn path_string(path: &[Seg<'_>]) -> String {
+    let mut s = String::new();
+    for seg in path {
+        match seg {
+            Seg::Key(k) => {
+                if !s.is_empty() {
+                    s.push('.');
+                }
+                s.push_str(k);
+            }
+            Seg::Index(i) => s.push_str(&format!("[{i}]")),
+        }
+    }
+    s
+}
+
+fn check_quantity(path: &[Seg<'_>], v: &Value, errs: &mut ErrorList) {
+    let n;
     let s = match v {
-        Value::String(s) => s.clone(),
-        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.as_str(),
+        Value::Number(x) => {
+            n = x.to_string();
+            n.as_str()
+        }
         _ => return,
     };
-    if let Err(e) = parse_quantity(&s) {
-        errs.push(invalid(&path, &s, e.to_string()));
+    if let Err(e) = parse_quantity(s) {
+        errs.push(invalid(&path_string(path), s, e.to_string()));
     }
 }
 
-fn walk(v: &Value, path: String, errs: &mut ErrorList) {
+fn walk<'a>(v: &'a Value, path: &mut Vec<Seg<'a>>, errs: &mut ErrorList) {
     match v {
         Value::Object(m) => {
             for (k, child) in m {
-                let p = join(&path, k);
+                path.push(Seg::Key(k));
                 if QUANTITY_MAPS.contains(&k.as_str()) {
                     if let Value::Object(list) = child {
                         for (res, q) in list {
-                            check_quantity(join(&p, res), q, errs);
+                            path.push(Seg::Key(res));
+                            check_quantity(path, q, errs);
+                            path.pop();
                         }
+                        path.pop();
                         continue;
                     }
                 }
                 if QUANTITY_FIELDS.contains(&k.as_str()) {
-                    check_quantity(p, child, errs);
-                    continue;
-                }
-                // Labels, annotations and data maps hold user strings, never quantities.
-                if matches!(
+                    check_quantity(path, child, errs);
+                } else if !matches!(
+                    // Labels, annotations and data maps hold user strings, never quantities.
                     k.as_str(),
                     "labels" | "annotations" | "data" | "nodeSelector" | "selector"
                 ) {
-                    continue;
+                    walk(child, path, errs);
                 }
-                walk(child, p, errs);
+                path.pop();
             }
         }
         Value::Array(a) => {
             for (i, child) in a.iter().enumerate() {
-                walk(child, format!("{path}[{i}]"), errs);
+                path.push(Seg::Index(i));
+                walk(child, path, errs);
+                path.pop();
             }
         }
         _ => {}

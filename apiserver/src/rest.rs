@@ -15,7 +15,7 @@ use serde_json::Value;
 use kapsel_api::codec::DecodeError;
 use kapsel_api::{
     DeleteOptions, ErrorList, FieldError, FieldErrorKind, LimitRange, Pod, ResourceQuota, Service,
-    StatusCause,
+    StatusCause, Validate,
 };
 
 use crate::admission::{self, limitrange, podsecurity, quota};
@@ -638,27 +638,30 @@ impl Api {
         Ok((from_bytes(&b)?, b))
     }
 
-    fn admit_limit_ranges(&self, ns: &str, obj: &mut Value) -> Result<(), ApiError> {
+    /// LimitRange admission of a pod create; returns the pod, decoded once for the create's
+    /// other typed checks (validation, Pod Security). `obj` is re-encoded only when a range
+    /// changed it.
+    fn admit_limit_ranges(&self, ns: &str, obj: &mut Value) -> Result<Pod, ApiError> {
+        let mut pod: Pod = serde::Deserialize::deserialize(&*obj)
+            .map_err(|e| ApiError::Internal(format!("re-decoding pod: {e}")))?;
         let items = self
             .store
             .list(&limitrange_def().prefix(Some(ns)), None, 0)?
             .items;
         if items.is_empty() {
-            return Ok(());
+            return Ok(pod);
         }
         let ranges: Vec<LimitRange> = items
             .iter()
             .filter_map(|(_, b)| serde_json::from_slice(b).ok())
             .collect();
-        let mut pod: Pod = serde::Deserialize::deserialize(&*obj)
-            .map_err(|e| ApiError::Internal(format!("re-decoding pod: {e}")))?;
         let name = pod.metadata.name().to_string();
         limitrange::apply_limit_ranges(&mut pod, &ranges).map_err(|errs| ApiError::Forbidden {
             obj: ObjRef::new("pods", "", &name),
             reason: admission::aggregate(&errs),
         })?;
         *obj = serde_json::to_value(&pod).map_err(|e| ApiError::Internal(e.to_string()))?;
-        Ok(())
+        Ok(pod)
     }
 
     /// Pod Security admission of a pod create or update: 403 when the namespace's `enforce`
@@ -667,18 +670,17 @@ impl Api {
     fn admit_pod_security(
         &self,
         ns: &str,
-        obj: &Value,
+        pod: &Pod,
         old: Option<&Value>,
     ) -> Result<Vec<String>, ApiError> {
-        let decode = |v: &Value| {
-            <Pod as serde::Deserialize>::deserialize(v)
-                .map_err(|e| ApiError::Internal(format!("re-decoding pod: {e}")))
-        };
-        let pod = decode(obj)?;
-        let spec = pod.spec.clone().unwrap_or_default();
+        let empty = Default::default();
+        let spec = pod.spec.as_ref().unwrap_or(&empty);
         if let Some(old) = old {
-            let old_spec = decode(old)?.spec.unwrap_or_default();
-            if !podsecurity::significant_update(&old_spec, &spec) {
+            let old_spec = <Pod as serde::Deserialize>::deserialize(old)
+                .map_err(|e| ApiError::Internal(format!("re-decoding pod: {e}")))?
+                .spec
+                .unwrap_or_default();
+            if !podsecurity::significant_update(&old_spec, spec) {
                 return Ok(Vec::new());
             }
         }
@@ -687,7 +689,7 @@ impl Api {
             None => Default::default(),
         };
         let policy = podsecurity::policy(ns, &labels);
-        let d = podsecurity::evaluate(&policy, &pod.metadata, &spec);
+        let d = podsecurity::evaluate(&policy, &pod.metadata, spec);
         for (key, value) in &d.audit {
             tracing::info!(target: "kapsel::audit", namespace = ns, pod = pod.metadata.name(), key = %key, value = %value, "pod security");
         }
@@ -747,11 +749,16 @@ impl Api {
         let (mut obj, warnings) = decode(def, body, opts.field_validation)?;
         normalize(def, &mut obj);
         status_on_create(def, &mut obj);
-        if def.plural == "pods" {
-            self.admit_limit_ranges(ns, &mut obj)?;
-        }
+        let pod = if def.plural == "pods" {
+            Some(self.admit_limit_ranges(ns, &mut obj)?)
+        } else {
+            None
+        };
         let name = o::name(&obj).to_string();
-        let mut errs = def.ops.validate(&obj, None);
+        let mut errs = match &pod {
+            Some(pod) => pod.validate(),
+            None => def.ops.validate(&obj, None),
+        };
         checks::merge_errors(&mut errs, checks::name_errors(def, &name));
         checks::merge_errors(&mut errs, checks::quantity_errors(def, &obj));
         if def.plural == "namespaces" {
@@ -761,8 +768,8 @@ impl Api {
             return Err(invalid(def, &name, errs));
         }
         let mut warnings = warnings;
-        if def.plural == "pods" {
-            warnings.extend(self.admit_pod_security(ns, &obj, None)?);
+        if let Some(pod) = &pod {
+            warnings.extend(self.admit_pod_security(ns, pod, None)?);
         }
         o::set_meta(&mut obj, "uid", uuid::Uuid::new_v4().to_string().into());
         o::set_meta(&mut obj, "creationTimestamp", o::now_string().into());
@@ -885,7 +892,9 @@ impl Api {
         }
         let mut warnings = warnings;
         if def.plural == "pods" && sub == Sub::Main {
-            warnings.extend(self.admit_pod_security(ns, &new, Some(old))?);
+            let pod = <Pod as serde::Deserialize>::deserialize(&new)
+                .map_err(|e| ApiError::Internal(format!("re-decoding pod: {e}")))?;
+            warnings.extend(self.admit_pod_security(ns, &pod, Some(old))?);
         }
         match (&opts.owner, sub) {
             (Some(owner), Sub::Main | Sub::Status) => record_update(def, owner, old, &mut new),

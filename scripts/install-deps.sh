@@ -12,6 +12,7 @@ pkgs=(
   docker.io docker-compose binutils  # docker-compose.yml and its test (tests/tests/compose.rs)
   gcc libc6-dev                 # the escape suite's static syscall program (agent/runtime/tests/escape)
   g++                           # libFuzzer's C++ sources (libfuzzer-sys, scripts/fuzz.sh)
+  make                          # jemalloc's build (tikv-jemalloc-sys, the server binaries' allocator)
   chromium                      # tests/tests/observability.rs drives it headless (Playwright)
 )
 missing=()

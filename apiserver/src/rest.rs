@@ -63,15 +63,20 @@ pub struct FieldOwner {
     pub subresource: &'static str,
 }
 
-/// Record an Update by `owner` from `old` (`{}` on create) to `new` in `new`'s managedFields.
-fn record_update(def: &ResourceDef, owner: &FieldOwner, old: &Value, new: &mut Value) {
-    let entries = managed::starting_entries(new, old);
-    let w = managed::Writer {
+/// `owner` as the writer of an Update of a `def` object.
+fn writer(def: &ResourceDef, owner: &FieldOwner) -> managed::Writer {
+    managed::Writer {
         manager: owner.manager.clone(),
         operation: managed::UPDATE,
         api_version: def.api_version.to_string(),
         subresource: owner.subresource.to_string(),
-    };
+    }
+}
+
+/// Record an Update by `owner` from `old` (`{}` on create) to `new` in `new`'s managedFields.
+fn record_update(def: &ResourceDef, owner: &FieldOwner, old: &Value, new: &mut Value) {
+    let entries = managed::starting_entries(new, old);
+    let w = writer(def, owner);
     let sub = owner.subresource;
     let entries = managed::update(
         &managed::project(old, sub, def.has_status),
@@ -85,12 +90,7 @@ fn record_update(def: &ResourceDef, owner: &FieldOwner, old: &Value, new: &mut V
 
 /// Record a create by `owner` in `new`'s managedFields: [`record_update`] from `{}`, in one walk.
 fn record_create(def: &ResourceDef, owner: &FieldOwner, new: &mut Value) {
-    let w = managed::Writer {
-        manager: owner.manager.clone(),
-        operation: managed::UPDATE,
-        api_version: def.api_version.to_string(),
-        subresource: owner.subresource.to_string(),
-    };
+    let w = writer(def, owner);
     if !managed::record_create(new, &w, &o::now_string(), def.has_status) {
         record_update(def, owner, &serde_json::json!({}), new);
     }
@@ -443,6 +443,12 @@ fn allocate_service(
     Ok(())
 }
 
+/// The typed Pod of an object that went through `decode` (so it decodes).
+fn decode_pod(v: &Value) -> Result<Pod, ApiError> {
+    serde::Deserialize::deserialize(v)
+        .map_err(|e| ApiError::Internal(format!("re-decoding pod: {e}")))
+}
+
 /// What admission reads of a stored Namespace, decoded straight from its bytes (every pod
 /// create reads its namespace twice: no JSON tree for that).
 #[derive(serde::Deserialize, Default)]
@@ -642,8 +648,7 @@ impl Api {
     /// other typed checks (validation, Pod Security). `obj` is re-encoded only when a range
     /// changed it.
     fn admit_limit_ranges(&self, ns: &str, obj: &mut Value) -> Result<Pod, ApiError> {
-        let mut pod: Pod = serde::Deserialize::deserialize(&*obj)
-            .map_err(|e| ApiError::Internal(format!("re-decoding pod: {e}")))?;
+        let mut pod = decode_pod(obj)?;
         let items = self
             .store
             .list(&limitrange_def().prefix(Some(ns)), None, 0)?
@@ -676,10 +681,7 @@ impl Api {
         let empty = Default::default();
         let spec = pod.spec.as_ref().unwrap_or(&empty);
         if let Some(old) = old {
-            let old_spec = <Pod as serde::Deserialize>::deserialize(old)
-                .map_err(|e| ApiError::Internal(format!("re-decoding pod: {e}")))?
-                .spec
-                .unwrap_or_default();
+            let old_spec = decode_pod(old)?.spec.unwrap_or_default();
             if !podsecurity::significant_update(&old_spec, spec) {
                 return Ok(Vec::new());
             }
@@ -892,8 +894,7 @@ impl Api {
         }
         let mut warnings = warnings;
         if def.plural == "pods" && sub == Sub::Main {
-            let pod = <Pod as serde::Deserialize>::deserialize(&new)
-                .map_err(|e| ApiError::Internal(format!("re-decoding pod: {e}")))?;
+            let pod = decode_pod(&new)?;
             warnings.extend(self.admit_pod_security(ns, &pod, Some(old))?);
         }
         match (&opts.owner, sub) {

@@ -156,7 +156,7 @@ pub fn sh(cmd: &str) -> String {
 }
 
 /// stdout of a command that succeeded; else a panic naming `what`, with its status and output.
-pub(crate) fn out_ok(what: &str, o: &std::process::Output) -> String {
+pub fn out_ok(what: &str, o: &std::process::Output) -> String {
     assert!(
         o.status.success(),
         "{what}: {}\n{}{}",

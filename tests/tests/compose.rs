@@ -16,7 +16,7 @@ use kapsel_api::client::{Api, Client, ClientConfig, ListParams};
 use kapsel_api::meta::WatchEventType;
 use kapsel_api::Pod;
 use kapsel_tests::{
-    binary, pod_phase, pod_ready, require_root, require_tools, sh_quiet, short_id,
+    binary, out_ok, pod_phase, pod_ready, require_root, require_tools, sh_quiet, short_id,
     wait_nodes_ready, workspace_root, Proc,
 };
 
@@ -132,14 +132,7 @@ impl Compose {
     /// Run docker-compose, panicking with its output on failure.
     fn compose(&self, args: &[&str]) -> String {
         let out = self.compose_cmd(args).output().expect("run docker-compose");
-        assert!(
-            out.status.success(),
-            "docker-compose {args:?}: {}\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        out_ok(&format!("docker-compose {args:?}"), &out)
     }
 
     /// `docker-compose exec -T SERVICE cmd…` with `input` on stdin.

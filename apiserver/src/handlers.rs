@@ -121,6 +121,10 @@ fn parse_num<T: std::str::FromStr>(k: &str, v: &str) -> Result<T, ApiError> {
 
 impl Params {
     pub fn parse(uri: &Uri) -> Result<Params, ApiError> {
+        if uri.query().is_none_or(str::is_empty) {
+            // Most requests (every create of a controller or the CLI) have no query.
+            return Ok(Params::default());
+        }
         let Query(map) = Query::<HashMap<String, String>>::try_from_uri(uri)
             .map_err(|e| ApiError::bad_request(format!("invalid query string: {e}")))?;
         let mut p = Params::default();

@@ -773,7 +773,10 @@ impl Api {
         if let Some(pod) = &pod {
             warnings.extend(self.admit_pod_security(ns, pod, None)?);
         }
-        o::set_meta(&mut obj, "uid", uuid::Uuid::new_v4().to_string().into());
+        // A v4 UUID from the thread-local CSPRNG: `Uuid::new_v4()` without uuid's `fast-rng`
+        // feature makes a getrandom syscall per create.
+        let uid = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+        o::set_meta(&mut obj, "uid", uid.to_string().into());
         o::set_meta(&mut obj, "creationTimestamp", o::now_string().into());
         o::set_meta(&mut obj, "generation", 1.into());
         if let Some(owner) = &opts.owner {

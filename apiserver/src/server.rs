@@ -188,6 +188,7 @@ pub async fn prepare(config: &ServerConfig) -> Result<Prepared, ServerError> {
         watch_history: config.watch_history,
         cache_bytes: config.cache_bytes,
         commit_delay: config.commit_delay,
+        ..SledOptions::default()
     };
     let store = tokio::task::spawn_blocking(move || SledStore::open(&dir, opts))
         .await

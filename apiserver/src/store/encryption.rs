@@ -297,6 +297,12 @@ mod store_tests {
             ev[0].prev.as_deref(),
             Some(&b"{\"data\":\"TOPSECRET-VALUE\"}"[..])
         );
+        // Acknowledged, not yet checkpointed: on disk in the write-ahead log, sealed there too.
+        assert!(files_contain(&db, b"PUBLIC-VALUE"));
+        assert!(
+            !files_contain(&db, b"TOPSECRET"),
+            "plaintext secret in the log"
+        );
         // The watch holds the store open too: end it before reopening the files.
         drop(w);
         s.close();

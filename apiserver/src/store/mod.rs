@@ -13,6 +13,7 @@
 pub mod encryption;
 pub mod ring;
 pub mod sled_store;
+pub mod wal;
 
 use std::sync::Arc;
 

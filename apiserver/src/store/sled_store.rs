@@ -3,21 +3,25 @@
 //! Writes are serialised by one lock. A transaction reads, decides, and *stages* its writes:
 //! they go into an in-memory map of committed-but-not-yet-applied writes (`staged`) that every
 //! read consults before sled, so the write is visible to later transactions and reads at once.
-//! Durability is a separate step: a flusher thread takes everything staged, applies it to sled
-//! as **one** `sled::Batch` together with the revision counter, calls `Db::flush()` (write +
-//! fsync of sled's log), and then wakes every writer whose revision is covered — one batch and
-//! one fsync for a whole group of concurrent writes (group commit). sled's cost is mostly per
-//! batch, not per key (`examples/store_bench.rs`: ~230 µs per single-write batch + flush, ~28 µs
-//! per write in batches of 16), so applying a group as one batch is what makes writes cheap.
+//! Durability is a separate step: a flusher thread appends the writes of every revision
+//! committed since its last round to the write-ahead log ([`super::wal`]) as one record, with one
+//! `write` + `fdatasync`, and then wakes every writer whose revision is covered — one fsync for a
+//! whole group of concurrent writes (group commit). The writes stay staged. At a checkpoint the
+//! flusher applies everything staged to sled as **one** `sled::Batch` together with the revision
+//! counter, calls `Db::flush()`, drops what it applied from `staged` and starts the log over.
+//! sled's cost is mostly per batch, not per key (`examples/store_bench.rs`: ~230 µs per
+//! single-write batch + flush, ~13 µs per write in batches of 64), so checkpoints of thousands of
+//! keys are what make writes cheap.
 //!
-//! A crash can never separate an object from the revision it was written at: both are in the
-//! same batch, and a batch holds whole transactions. Watch events are published only after
-//! they are durable, so no watcher ever sees a write that a crash could take back.
+//! A crash can never separate an object from the revision it was written at: a log record and a
+//! sled batch each hold whole transactions and the revision they reach. Watch events are
+//! published only after they are durable, so no watcher ever sees a write that a crash could
+//! take back.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -25,12 +29,26 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::sync::watch;
 
+use super::wal::{self, Replayed, Wal};
 use super::{
     Committed, DurableState, EventKind, EventRing, ListResult, Revision, Store, StoreError,
     StoreEvent, Txn, WatchCursor,
 };
 
 const REVISION_KEY: &[u8] = b"\x00meta/revision";
+
+/// Kinds that are few in any cluster but looked up on the hot path: every pod create lists its
+/// namespace's LimitRanges and ResourceQuotas, nearly always to find none. The store keeps the
+/// keys under these prefixes in memory, so a list that can only come back empty does not walk
+/// sled (a sled range scan costs several µs even when empty).
+const SPARSE_PREFIXES: [&str; 2] = [
+    "/registry/core/limitranges/",
+    "/registry/core/resourcequotas/",
+];
+
+fn is_sparse(key: &str) -> bool {
+    SPARSE_PREFIXES.iter().any(|p| key.starts_with(p))
+}
 
 /// Tuning knobs.
 #[derive(Clone, Debug)]
@@ -46,6 +64,11 @@ pub struct SledOptions {
     /// Secrets at rest: values under [`super::encryption::ENCRYPTED_PREFIXES`] are stored
     /// encrypted (and decrypted on every read).
     pub encryption: Option<Arc<super::encryption::Encryption>>,
+    /// A checkpoint (staged writes applied to sled, the log started over) at the first group
+    /// commit after this long ...
+    pub checkpoint_interval: std::time::Duration,
+    /// ... or once this many keys are staged.
+    pub checkpoint_keys: usize,
 }
 
 impl Default for SledOptions {
@@ -55,6 +78,8 @@ impl Default for SledOptions {
             cache_bytes: 32 * 1024 * 1024,
             commit_delay: std::time::Duration::from_micros(500),
             encryption: None,
+            checkpoint_interval: wal::CHECKPOINT_INTERVAL,
+            checkpoint_keys: wal::CHECKPOINT_KEYS,
         }
     }
 }
@@ -72,6 +97,8 @@ struct State {
     revision: Revision,
     /// Committed writes not yet applied to sled, by key (plaintext). Reads look here first.
     staged: BTreeMap<String, Staged>,
+    /// Every committed key under [`SPARSE_PREFIXES`].
+    sparse: std::collections::BTreeSet<String>,
 }
 
 struct Inner {
@@ -88,6 +115,12 @@ struct Inner {
     stats: Mutex<FlushStats>,
     commit_delay: std::time::Duration,
     encryption: Option<Arc<super::encryption::Encryption>>,
+    checkpoint_interval: std::time::Duration,
+    checkpoint_keys: usize,
+    /// Tests: the flusher stops at once, without a checkpoint (what a crash leaves).
+    halted: AtomicBool,
+    /// Bytes in the write-ahead log (since the last checkpoint).
+    log_bytes: AtomicU64,
 }
 
 /// Group-commit counters, for benchmarks and metrics.
@@ -123,6 +156,14 @@ impl SledStore {
             }
             None => 0,
         };
+        let (mut wal, records) = Wal::open(dir)?;
+        let rev = replay(&db, rev, records)?;
+        if wal.size() > 0 {
+            // Everything the log held is in sled now: make it durable there, then start over.
+            db.flush()?;
+            wal.rewind();
+        }
+        let sparse = sparse_keys(&db)?;
         let (durable, _) = watch::channel(DurableState {
             revision: rev,
             error: None,
@@ -133,6 +174,7 @@ impl SledStore {
             lock: RwLock::new(State {
                 revision: rev,
                 staged: BTreeMap::new(),
+                sparse,
             }),
             pending: Mutex::new(Vec::new()),
             ring: EventRing::new(opts.watch_history, rev),
@@ -143,11 +185,15 @@ impl SledStore {
             stats: Mutex::new(FlushStats::default()),
             commit_delay: opts.commit_delay,
             encryption: opts.encryption.clone(),
+            checkpoint_interval: opts.checkpoint_interval,
+            checkpoint_keys: opts.checkpoint_keys,
+            halted: AtomicBool::new(false),
+            log_bytes: AtomicU64::new(0),
         });
         let thread_inner = Arc::clone(&inner);
         let handle = std::thread::Builder::new()
             .name("kapsel-store-flush".into())
-            .spawn(move || flusher(thread_inner))
+            .spawn(move || flusher(thread_inner, wal))
             .map_err(|e| StoreError::Backend(format!("spawning flusher: {e}")))?;
         Ok(SledStore {
             inner,
@@ -173,6 +219,24 @@ impl SledStore {
         }
     }
 
+    /// Tests: stop the flusher where it is, without a checkpoint, as a crash would. Writes it
+    /// has not logged yet are never acknowledged.
+    #[cfg(test)]
+    fn halt(&self) {
+        self.inner.halted.store(true, Ordering::SeqCst);
+        self.inner.closed.store(true, Ordering::SeqCst);
+        *self.inner.dirty.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.inner.wake.notify_all();
+        if let Some(h) = self
+            .flusher
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            let _ = h.join();
+        }
+    }
+
     pub fn flush_stats(&self) -> FlushStats {
         self.inner
             .stats
@@ -181,9 +245,9 @@ impl SledStore {
             .clone()
     }
 
-    /// Bytes sled uses on disk.
+    /// Bytes the store uses on disk: sled's files and the write-ahead log.
     pub fn size_on_disk(&self) -> u64 {
-        self.inner.db.size_on_disk().unwrap_or(0)
+        self.inner.db.size_on_disk().unwrap_or(0) + self.inner.log_bytes.load(Ordering::Relaxed)
     }
 
     fn state(&self) -> std::sync::RwLockReadGuard<'_, State> {
@@ -223,6 +287,15 @@ impl Inner {
         start_after: Option<&str>,
         limit: usize,
     ) -> Result<(Vec<(String, Bytes)>, bool), StoreError> {
+        if is_sparse(prefix)
+            && !st
+                .sparse
+                .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+                .next()
+                .is_some_and(|k| k.starts_with(prefix))
+        {
+            return Ok((Vec::new(), false));
+        }
         let after = start_after.filter(|k| k.starts_with(prefix));
         let lower: Bound<Vec<u8>> = match after {
             Some(k) => Bound::Excluded(k.as_bytes().to_vec()),
@@ -289,9 +362,58 @@ impl Inner {
     }
 }
 
-fn flusher(inner: Arc<Inner>) {
+/// The keys under [`SPARSE_PREFIXES`] in sled.
+fn sparse_keys(db: &sled::Db) -> Result<std::collections::BTreeSet<String>, StoreError> {
+    let mut keys = std::collections::BTreeSet::new();
+    for p in SPARSE_PREFIXES {
+        for kv in db.scan_prefix(p.as_bytes()).keys() {
+            keys.insert(String::from_utf8_lossy(&kv?).into_owned());
+        }
+    }
+    Ok(keys)
+}
+
+/// Re-applies the log's records after sled's recovered revision `rev`, in order, as one batch;
+/// returns the revision reached. A record that starts after `rev` means the log and sled
+/// disagree about history: refuse to start rather than serve a store with a hole in it.
+fn replay(
+    db: &sled::Db,
+    mut rev: Revision,
+    records: Vec<Replayed>,
+) -> Result<Revision, StoreError> {
+    let mut batch = sled::Batch::default();
+    let mut replayed = 0usize;
+    for rec in records {
+        if rec.to <= rev {
+            continue; // already in sled (the log was not started over since)
+        }
+        if rec.from > rev {
+            return Err(StoreError::Backend(format!(
+                "write-ahead log jumps from revision {rev} to {}: refusing to open a store with a gap in its history",
+                rec.from + 1
+            )));
+        }
+        for op in rec.ops {
+            match op.value {
+                Some(v) => batch.insert(op.key, v),
+                None => batch.remove(op.key),
+            }
+        }
+        rev = rec.to;
+        replayed += 1;
+    }
+    if replayed > 0 {
+        batch.insert(REVISION_KEY, &rev.to_be_bytes());
+        db.apply_batch(batch)?;
+        tracing::info!(replayed, revision = rev, "replayed the write-ahead log");
+    }
+    Ok(rev)
+}
+
+fn flusher(inner: Arc<Inner>, mut wal: Wal) {
     // Revisions the previous fsync made durable: more than one means concurrent writers.
     let mut last_batch: u64 = 0;
+    let mut last_checkpoint = Instant::now();
     loop {
         {
             let mut dirty = inner.dirty.lock().unwrap_or_else(|p| p.into_inner());
@@ -300,39 +422,57 @@ fn flusher(inner: Arc<Inner>) {
             }
             *dirty = false;
         }
+        if inner.halted.load(Ordering::SeqCst) {
+            return;
+        }
         let closing = inner.closed.load(Ordering::SeqCst);
         if !closing && last_batch > 1 && !inner.commit_delay.is_zero() {
             // Let the writers that are on their way join this fsync.
             std::thread::sleep(inner.commit_delay);
         }
-        // Everything committed up to `target` is staged or already in sled.
-        let (target, writes): (Revision, Vec<(String, Option<Bytes>)>) = {
+        let started = Instant::now();
+        let previous = inner.durable.borrow().revision;
+        // Everything committed up to `target` is staged (or already in sled) and its events are
+        // in `pending`: writers add both under the write lock.
+        let (target, checkpoint) = {
             let st = inner.lock.read().unwrap_or_else(|p| p.into_inner());
-            let writes = st
-                .staged
-                .iter()
-                .map(|(k, s)| (k.clone(), s.value.clone()))
-                .collect();
+            let due = closing
+                || st.staged.len() >= inner.checkpoint_keys
+                || wal.size() >= wal::CHECKPOINT_BYTES
+                || last_checkpoint.elapsed() >= inner.checkpoint_interval;
+            let writes: Option<Vec<(String, Option<Bytes>)>> = due.then(|| {
+                st.staged
+                    .iter()
+                    .map(|(k, s)| (k.clone(), s.value.clone()))
+                    .collect()
+            });
             (st.revision, writes)
         };
-        let started = Instant::now();
-        let result = apply_and_flush(&inner, target, writes);
-        let elapsed = started.elapsed();
-        match result {
-            Ok(()) => {
-                // Applied: sled has every staged write up to `target` now.
+        let ready: Vec<StoreEvent> = {
+            let mut pending = inner.pending.lock().unwrap_or_else(|p| p.into_inner());
+            let split = pending.partition_point(|e| e.revision <= target);
+            pending.drain(..split).collect()
+        };
+        let result = match checkpoint {
+            // sled gets everything staged and is flushed: that makes `ready` durable too.
+            Some(writes) => apply_and_flush(&inner, target, writes).map(|()| {
                 inner
                     .lock
                     .write()
                     .unwrap_or_else(|p| p.into_inner())
                     .staged
                     .retain(|_, s| s.revision > target);
-                let ready: Vec<StoreEvent> = {
-                    let mut pending = inner.pending.lock().unwrap_or_else(|p| p.into_inner());
-                    let split = pending.partition_point(|e| e.revision <= target);
-                    pending.drain(..split).collect()
-                };
-                let previous = inner.durable.borrow().revision;
+                last_checkpoint = Instant::now();
+                wal.rewind();
+            }),
+            None if target > previous => log_record(&inner, previous, target, &ready)
+                .and_then(|record| wal.append_durably(&record)),
+            None => Ok(()),
+        };
+        let elapsed = started.elapsed();
+        inner.log_bytes.store(wal.size(), Ordering::Relaxed);
+        match result {
+            Ok(()) => {
                 last_batch = target.saturating_sub(previous);
                 inner.ring.publish(ready);
                 inner.durable.send_modify(|st| {
@@ -356,6 +496,30 @@ fn flusher(inner: Arc<Inner>) {
             return;
         }
     }
+}
+
+/// The log record of revisions `from+1 ..= to`: their writes in revision order, with values
+/// as sled stores them (sealed where encryption applies).
+fn log_record(
+    inner: &Inner,
+    from: Revision,
+    to: Revision,
+    events: &[StoreEvent],
+) -> Result<Vec<u8>, StoreError> {
+    let mut record = wal::Record::new(from, to);
+    for e in events {
+        let key = e.key.as_bytes();
+        match e.kind {
+            EventKind::Deleted => record.delete(key),
+            EventKind::Added | EventKind::Modified => match &inner.encryption {
+                Some(enc) if super::encryption::Encryption::applies(key) => {
+                    record.put(key, &enc.seal(&e.value)?)
+                }
+                _ => record.put(key, &e.value),
+            },
+        }
+    }
+    Ok(record.frame())
 }
 
 /// Apply the staged writes and the revision counter as one sled batch, then fsync.
@@ -530,6 +694,13 @@ impl Store for SledStore {
                     prev,
                 });
             }
+            if is_sparse(&key) {
+                if value.is_some() {
+                    guard.sparse.insert(key.clone());
+                } else {
+                    guard.sparse.remove(&key);
+                }
+            }
             guard.staged.insert(key, Staged { revision, value });
         }
         guard.revision = revision;
@@ -650,7 +821,12 @@ mod tests {
     #[tokio::test]
     async fn reads_merge_staged_writes_over_sled() {
         let dir = tempfile::tempdir().unwrap();
-        let s = SledStore::open(dir.path(), SledOptions::default()).unwrap();
+        // Every group commit a checkpoint: durable writes are in sled, not staged.
+        let opts = SledOptions {
+            checkpoint_keys: 1,
+            ..SledOptions::default()
+        };
+        let s = SledStore::open(dir.path(), opts).unwrap();
         for k in ["a", "c", "e", "g"] {
             put(&s, &format!("/m/{k}"), "disk").durable().await.unwrap();
         }
@@ -775,6 +951,229 @@ mod tests {
         }
         let listed = s.list("/k/", None, 0).unwrap().items.len();
         assert_eq!(listed, expected.values().filter(|v| v.is_some()).count());
+        s.close();
+    }
+
+    fn no_timed_checkpoints() -> SledOptions {
+        SledOptions {
+            checkpoint_interval: std::time::Duration::from_secs(3600),
+            ..SledOptions::default()
+        }
+    }
+
+    /// The records a reopen would replay over sled at revision `rev`.
+    fn logged_after(dir: &Path, rev: Revision) -> Vec<Replayed> {
+        let bytes = std::fs::read(dir.join(wal::FILE_NAME)).unwrap();
+        wal::parse(&bytes)
+            .0
+            .into_iter()
+            .filter(|r| r.to > rev)
+            .collect()
+    }
+
+    /// Between checkpoints an acknowledged write is only in the log (and staged in memory):
+    /// sled has not seen it. A clean close checkpoints and empties the log.
+    #[tokio::test]
+    async fn acknowledged_writes_are_in_the_log_until_a_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path(), no_timed_checkpoints()).unwrap();
+        for i in 0..50 {
+            put(&s, &format!("/r/{i:02}"), &i.to_string())
+                .durable()
+                .await
+                .unwrap();
+        }
+        let bytes = std::fs::read(dir.path().join(wal::FILE_NAME)).unwrap();
+        let (recs, _) = wal::parse(&bytes);
+        // The records cover revisions 1..=50 without a hole, each op at its key's value.
+        assert_eq!(recs.first().map(|r| r.from), Some(0));
+        assert_eq!(recs.last().map(|r| r.to), Some(50));
+        assert!(recs.windows(2).all(|w| w[0].to == w[1].from));
+        let ops: Vec<_> = recs.iter().flat_map(|r| &r.ops).collect();
+        assert_eq!(ops.len(), 50);
+        assert_eq!(ops[7].key, b"/r/07");
+        assert_eq!(ops[7].value.as_deref(), Some(&b"7"[..]));
+        assert!(
+            s.inner.db.get(b"/r/07").unwrap().is_none(),
+            "not in sled yet"
+        );
+        assert_eq!(s.get("/r/07").unwrap().as_deref(), Some(&b"7"[..]));
+        s.close();
+        assert!(logged_after(dir.path(), 50).is_empty());
+        drop(s);
+        let s = SledStore::open(dir.path(), SledOptions::default()).unwrap();
+        assert_eq!(s.list("/r/", None, 0).unwrap().items.len(), 50);
+        assert_eq!(s.current_revision(), 50);
+        s.close();
+    }
+
+    /// What a crash between checkpoints leaves: sled without the latest writes, the log with
+    /// them. Reopening replays the log: every acknowledged write is back at its revision.
+    #[tokio::test]
+    async fn a_crash_between_checkpoints_loses_no_acknowledged_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path(), no_timed_checkpoints()).unwrap();
+        put(&s, "/r/gone", "x").durable().await.unwrap();
+        let mut tasks = Vec::new();
+        for w in 0..8 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut acked = Vec::new();
+                for i in 0..20 {
+                    let key = format!("/r/{w}-{i}");
+                    let rev = put(&s, &key, &format!("{w}.{i}")).durable().await.unwrap();
+                    acked.push((key, rev));
+                }
+                acked
+            }));
+        }
+        let mut acked = Vec::new();
+        for t in tasks {
+            acked.extend(t.await.unwrap());
+        }
+        let (_, c) = s
+            .write(|t| -> Result<(), StoreError> {
+                t.delete("/r/gone", Bytes::from_static(b"x"));
+                Ok(())
+            })
+            .unwrap();
+        let last = c.durable().await.unwrap();
+        s.halt();
+        assert_eq!(logged_after(dir.path(), 0).last().map(|r| r.to), Some(last));
+        drop(s);
+        let s = SledStore::open(dir.path(), no_timed_checkpoints()).unwrap();
+        assert_eq!(s.current_revision(), last);
+        assert!(s.get("/r/gone").unwrap().is_none());
+        for (key, _) in &acked {
+            assert!(s.get(key).unwrap().is_some(), "{key} lost");
+        }
+        assert_eq!(s.list("/r/", None, 0).unwrap().items.len(), acked.len());
+        // Replayed into sled and flushed: the log starts over at `last`.
+        assert_eq!(put(&s, "/r/next", "n").durable().await.unwrap(), last + 1);
+        let after = logged_after(dir.path(), 0);
+        assert_eq!(after.len(), 1);
+        assert_eq!((after[0].from, after[0].to), (last, last + 1));
+        s.close();
+    }
+
+    /// Sled at some revision, the log holding records before and after it and a torn record
+    /// at the end: opening replays exactly the intact records after sled's revision.
+    #[tokio::test]
+    async fn open_replays_the_log_after_sleds_revision() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SledStore::open(dir.path(), SledOptions::default()).unwrap();
+            put(&s, "/r/a", "1").durable().await.unwrap();
+            s.close(); // checkpoint: sled at revision 1, empty log
+        }
+        let mut log = Vec::new();
+        // (0, 1] is already in sled: skipped. Then (1, 3] and (3, 4], then a torn (4, 5].
+        let mut r = wal::Record::new(0, 1);
+        r.put(b"/r/a", b"stale");
+        log.extend(r.frame());
+        let mut r = wal::Record::new(1, 3);
+        r.put(b"/r/b", b"2");
+        r.put(b"/r/a", b"3");
+        log.extend(r.frame());
+        let mut r = wal::Record::new(3, 4);
+        r.delete(b"/r/b");
+        log.extend(r.frame());
+        let mut torn = wal::Record::new(4, 5);
+        torn.put(b"/r/c", b"never acknowledged");
+        let torn = torn.frame();
+        log.extend(&torn[..torn.len() - 3]);
+        std::fs::write(dir.path().join(wal::FILE_NAME), &log).unwrap();
+
+        let s = SledStore::open(dir.path(), SledOptions::default()).unwrap();
+        assert_eq!(s.current_revision(), 4);
+        assert_eq!(s.get("/r/a").unwrap().as_deref(), Some(&b"3"[..]));
+        assert!(s.get("/r/b").unwrap().is_none());
+        assert!(s.get("/r/c").unwrap().is_none());
+        assert_eq!(put(&s, "/r/d", "5").durable().await.unwrap(), 5);
+        let after = logged_after(dir.path(), 0);
+        assert_eq!(after.len(), 1, "the replayed records are not read again");
+        assert_eq!((after[0].from, after[0].to), (4, 5));
+        s.close();
+        drop(s);
+        let s = SledStore::open(dir.path(), SledOptions::default()).unwrap();
+        assert_eq!(s.current_revision(), 5);
+        s.close();
+    }
+
+    #[tokio::test]
+    async fn a_gap_between_sled_and_the_log_refuses_to_open() {
+        let dir = tempfile::tempdir().unwrap();
+        SledStore::open(dir.path(), SledOptions::default())
+            .unwrap()
+            .close();
+        let mut r = wal::Record::new(1, 2); // sled is at 0: revision 1 is missing
+        r.put(b"/r/a", b"1");
+        std::fs::write(dir.path().join(wal::FILE_NAME), r.frame()).unwrap();
+        let err = SledStore::open(dir.path(), SledOptions::default())
+            .err()
+            .expect("a gap must refuse to open");
+        assert!(err.to_string().contains("gap"), "{err}");
+    }
+
+    /// Enough staged keys make the next group commit a checkpoint: sled gets them in one
+    /// batch and the log starts over.
+    #[tokio::test]
+    async fn staged_keys_past_the_limit_checkpoint_into_sled() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(
+            dir.path(),
+            SledOptions {
+                checkpoint_keys: 10,
+                ..no_timed_checkpoints()
+            },
+        )
+        .unwrap();
+        for i in 0..25 {
+            put(&s, &format!("/r/{i:02}"), "v").durable().await.unwrap();
+        }
+        // Checkpoints at 10 and 20 staged keys: the first 20 are in sled, the rest logged.
+        assert!(s.inner.db.get(b"/r/19").unwrap().is_some());
+        assert!(s.inner.db.get(b"/r/24").unwrap().is_none());
+        let (recs, _) = wal::parse(&std::fs::read(dir.path().join(wal::FILE_NAME)).unwrap());
+        assert_eq!(recs.first().map(|r| r.from), Some(20));
+        assert_eq!(recs.last().map(|r| r.to), Some(25));
+        assert!(s.inner.lock.read().unwrap().staged.len() < 10);
+        s.close();
+    }
+
+    /// Lists under the sparse prefixes answer from the in-memory key set when it has nothing
+    /// there, and stay right through deletes, a crash and the log's replay.
+    #[tokio::test]
+    async fn sparse_prefix_lists_follow_writes_deletes_and_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let lr = "/registry/core/limitranges/";
+        let count = |s: &SledStore, p: &str| s.list(p, None, 0).unwrap().items.len();
+        let s = SledStore::open(dir.path(), no_timed_checkpoints()).unwrap();
+        put(&s, &format!("{lr}a/x"), "1").durable().await.unwrap();
+        put(&s, &format!("{lr}ab/y"), "1").durable().await.unwrap();
+        assert_eq!(count(&s, &format!("{lr}a/")), 1);
+        assert_eq!(count(&s, &format!("{lr}b/")), 0);
+        assert_eq!(count(&s, lr), 2);
+        let (_, c) = s
+            .write(|t| -> Result<(), StoreError> {
+                t.delete(&format!("{lr}a/x"), Bytes::from_static(b"1"));
+                assert!(t.list(&format!("{lr}a/"))?.is_empty());
+                Ok(())
+            })
+            .unwrap();
+        c.durable().await.unwrap();
+        assert_eq!(count(&s, &format!("{lr}a/")), 0);
+        put(&s, &format!("{lr}a/z"), "2").durable().await.unwrap();
+        s.halt();
+        drop(s);
+        // Reopened from sled (checkpointed keys) plus the replayed log.
+        let s = SledStore::open(dir.path(), SledOptions::default()).unwrap();
+        assert_eq!(count(&s, &format!("{lr}a/")), 1);
+        assert_eq!(count(&s, lr), 2);
+        s.close();
+        drop(s);
+        let s = SledStore::open(dir.path(), SledOptions::default()).unwrap();
+        assert_eq!(count(&s, lr), 2);
         s.close();
     }
 }

@@ -86,101 +86,90 @@ async fn create_many(
     clients: usize,
 ) -> (Duration, usize) {
     // The request bodies are rendered before the clock starts: this measures the server.
-    let bodies: Arc<Vec<bytes::Bytes>> = Arc::new(
-        (0..n)
-            .map(|i| pod(&format!("{prefix}-{i}")).to_string().into())
-            .collect(),
-    );
+    let bodies: Vec<bytes::Bytes> = (0..n)
+        .map(|i| pod(&format!("{prefix}-{i}")).to_string().into())
+        .collect();
     let path = format!("/api/v1/namespaces/{ns}/pods{}", query());
     if use_reqwest() {
-        return create_many_reqwest(url, &path, bodies, clients).await;
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(clients)
+            .build()
+            .unwrap();
+        let target = Arc::new(format!("{url}{path}"));
+        let states = vec![(client, target); clients];
+        return drive(states, bodies, |(client, target), body| async move {
+            let ok = match client
+                .post(target.as_str())
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+            {
+                Ok(r) => r.status().as_u16() == 201 && r.bytes().await.is_ok(),
+                Err(_) => false,
+            };
+            ((client, target), ok)
+        })
+        .await;
     }
-    let addr = url.trim_start_matches("http://").to_string();
-    let next = Arc::new(AtomicUsize::new(0));
-    let errors = Arc::new(AtomicUsize::new(0));
+    let addr = Arc::new(url.trim_start_matches("http://").to_string());
+    let path = Arc::new(path);
     // One keep-alive HTTP/1.1 connection per client, opened before the clock starts.
-    let mut senders = Vec::new();
+    let mut states = Vec::new();
     for _ in 0..clients {
-        let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let tcp = tokio::net::TcpStream::connect(addr.as_str()).await.unwrap();
         tcp.set_nodelay(true).unwrap();
         let (sender, conn) =
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
                 .await
                 .unwrap();
         tokio::spawn(conn);
-        senders.push(sender);
+        states.push((sender, addr.clone(), path.clone()));
     }
-    let t0 = Instant::now();
-    let mut tasks = Vec::new();
-    for mut sender in senders {
-        let (next, errors, bodies, path) =
-            (next.clone(), errors.clone(), bodies.clone(), path.clone());
-        let host = addr.clone();
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= bodies.len() {
-                    return;
+    drive(
+        states,
+        bodies,
+        |(mut sender, host, path), body| async move {
+            let req = hyper::Request::post(path.as_str())
+                .header("host", host.as_str())
+                .header("content-type", "application/json")
+                .body(http_body_util::Full::new(body))
+                .unwrap();
+            let ok = match sender.send_request(req).await {
+                // Read the whole response (the created object) as a client would.
+                Ok(resp) => {
+                    resp.status().as_u16() == 201 && resp.into_body().collect().await.is_ok()
                 }
-                let req = hyper::Request::post(path.as_str())
-                    .header("host", host.as_str())
-                    .header("content-type", "application/json")
-                    .body(http_body_util::Full::new(bodies[i].clone()))
-                    .unwrap();
-                let ok = match sender.send_request(req).await {
-                    Ok(resp) => {
-                        let created = resp.status().as_u16() == 201;
-                        // Read the whole response (the created object) as a client would.
-                        created && resp.into_body().collect().await.is_ok()
-                    }
-                    Err(_) => false,
-                };
-                if !ok {
-                    errors.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }));
-    }
-    for t in tasks {
-        let _ = t.await;
-    }
-    (t0.elapsed(), errors.load(Ordering::Relaxed))
+                Err(_) => false,
+            };
+            ((sender, host, path), ok)
+        },
+    )
+    .await
 }
 
-async fn create_many_reqwest(
-    url: &str,
-    path: &str,
-    bodies: Arc<Vec<bytes::Bytes>>,
-    clients: usize,
-) -> (Duration, usize) {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(clients)
-        .build()
-        .unwrap();
+/// Sends every body once, spread over one task per client state; `send` hands its state back
+/// with whether the request succeeded. Returns the wall time and the number of failures.
+async fn drive<S, F, Fut>(states: Vec<S>, bodies: Vec<bytes::Bytes>, send: F) -> (Duration, usize)
+where
+    S: Send + 'static,
+    F: Fn(S, bytes::Bytes) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = (S, bool)> + Send,
+{
+    let bodies = Arc::new(bodies);
     let next = Arc::new(AtomicUsize::new(0));
     let errors = Arc::new(AtomicUsize::new(0));
     let t0 = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..clients {
-        let (client, next, errors, bodies) =
-            (client.clone(), next.clone(), errors.clone(), bodies.clone());
-        let target = format!("{url}{path}");
+    for mut state in states {
+        let (next, errors, bodies, send) =
+            (next.clone(), errors.clone(), bodies.clone(), send.clone());
         tasks.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= bodies.len() {
-                    return;
-                }
-                let ok = match client
-                    .post(&target)
-                    .header("content-type", "application/json")
-                    .body(bodies[i].clone())
-                    .send()
-                    .await
-                {
-                    Ok(r) => r.status().as_u16() == 201 && r.bytes().await.is_ok(),
-                    Err(_) => false,
-                };
+                let Some(body) = bodies.get(i) else { return };
+                let (back, ok) = send(state, body.clone()).await;
+                state = back;
                 if !ok {
                     errors.fetch_add(1, Ordering::Relaxed);
                 }

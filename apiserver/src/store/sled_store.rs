@@ -256,6 +256,21 @@ impl SledStore {
 }
 
 impl Inner {
+    /// A value as sled (and the log) store it: sealed where encryption applies. The inverse
+    /// of [`Inner::plain`].
+    fn sealed<'a>(
+        &self,
+        key: &[u8],
+        value: &'a [u8],
+    ) -> Result<std::borrow::Cow<'a, [u8]>, StoreError> {
+        match &self.encryption {
+            Some(enc) if super::encryption::Encryption::applies(key) => {
+                Ok(std::borrow::Cow::Owned(enc.seal(value)?))
+            }
+            _ => Ok(std::borrow::Cow::Borrowed(value)),
+        }
+    }
+
     /// A stored value as the API sees it (decrypted where encryption applies).
     fn plain(&self, key: &[u8], stored: &[u8]) -> Result<Bytes, StoreError> {
         match &self.encryption {
@@ -511,12 +526,9 @@ fn log_record(
         let key = e.key.as_bytes();
         match e.kind {
             EventKind::Deleted => record.delete(key),
-            EventKind::Added | EventKind::Modified => match &inner.encryption {
-                Some(enc) if super::encryption::Encryption::applies(key) => {
-                    record.put(key, &enc.seal(&e.value)?)
-                }
-                _ => record.put(key, &e.value),
-            },
+            EventKind::Added | EventKind::Modified => {
+                record.put(key, &inner.sealed(key, &e.value)?)
+            }
         }
     }
     Ok(record.frame())
@@ -532,12 +544,7 @@ fn apply_and_flush(
         let mut batch = sled::Batch::default();
         for (key, value) in writes {
             match value {
-                Some(v) => match &inner.encryption {
-                    Some(enc) if super::encryption::Encryption::applies(key.as_bytes()) => {
-                        batch.insert(key.as_bytes(), enc.seal(&v)?);
-                    }
-                    _ => batch.insert(key.as_bytes(), v.as_ref()),
-                },
+                Some(v) => batch.insert(key.as_bytes(), &*inner.sealed(key.as_bytes(), &v)?),
                 None => batch.remove(key.as_bytes()),
             }
         }

@@ -24,12 +24,13 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt, TryStreamExt};
 use reqwest::{Method, RequestBuilder};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::apps::Scale;
@@ -480,6 +481,10 @@ impl Client {
 }
 
 fn decode_json<T: DeserializeOwned>(body: &[u8], context: &str) -> Result<T> {
+    // The plain decoder first; only a failure pays for tracking the path to name the field.
+    if let Ok(v) = serde_json::from_slice(body) {
+        return Ok(v);
+    }
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -805,22 +810,28 @@ pub struct DynamicApi {
     namespace: Option<String>,
 }
 
-/// A decoder for watch-event objects: gets the event type (bookmarks carry only metadata).
-pub type ObjectDecoder<T> = fn(WatchEventType, Value) -> Result<T, serde_json::Error>;
+/// A decoder for watch-event objects: gets the event type (bookmarks carry only metadata) and
+/// the object's JSON text, so a typed watch decodes each object once, straight from the wire.
+pub type ObjectDecoder<T> = fn(WatchEventType, &RawValue) -> Result<T, serde_json::Error>;
 
-fn decode_value(_: WatchEventType, v: Value) -> Result<Value, serde_json::Error> {
-    Ok(v)
+fn decode_value(_: WatchEventType, raw: &RawValue) -> Result<Value, serde_json::Error> {
+    serde_json::from_str(raw.get())
 }
 
 /// Decode a watch object into `K`; a bookmark that does not decode as `K` becomes a default `K`
 /// carrying the bookmark's metadata.
-pub fn decode_resource<K: Resource>(t: WatchEventType, v: Value) -> Result<K, serde_json::Error> {
+pub fn decode_resource<K: Resource>(
+    t: WatchEventType,
+    raw: &RawValue,
+) -> Result<K, serde_json::Error> {
     if t == WatchEventType::Bookmark {
-        let meta = v.get("metadata").cloned();
-        return serde_json::from_value(v).or_else(|e| {
-            let meta: ObjectMeta = match meta {
-                Some(m) => serde_json::from_value(m)?,
-                None => return Err(e),
+        return serde_json::from_str(raw.get()).or_else(|e| {
+            #[derive(serde::Deserialize)]
+            struct OnlyMeta {
+                metadata: Option<ObjectMeta>,
+            }
+            let Some(meta) = serde_json::from_str::<OnlyMeta>(raw.get())?.metadata else {
+                return Err(e);
             };
             let mut k = K::default();
             k.set_type_meta();
@@ -828,7 +839,7 @@ pub fn decode_resource<K: Resource>(t: WatchEventType, v: Value) -> Result<K, se
             Ok(k)
         });
     }
-    serde_json::from_value(v)
+    serde_json::from_str(raw.get())
 }
 
 fn json_body<T: Serialize>(
@@ -1133,40 +1144,49 @@ where
 {
     struct St<S> {
         input: S,
-        buf: Vec<u8>,
+        buf: BytesMut,
+        /// `buf[..scanned]` holds no newline: a long line spread over many chunks is searched
+        /// once, not once per chunk.
+        scanned: usize,
         done: bool,
     }
     futures::stream::unfold(
         St {
             input,
-            buf: Vec::new(),
+            buf: BytesMut::new(),
+            scanned: 0,
             done: false,
         },
         |mut st| async move {
             loop {
-                if let Some(pos) = st.buf.iter().position(|&b| b == b'\n') {
-                    let mut line: Vec<u8> = st.buf.drain(..=pos).collect();
-                    line.pop();
+                if let Some(pos) = st.buf[st.scanned..].iter().position(|&b| b == b'\n') {
+                    // Splitting off the front moves no bytes (unlike draining a Vec).
+                    let mut line = st.buf.split_to(st.scanned + pos + 1);
+                    st.scanned = 0;
+                    line.truncate(line.len() - 1);
                     if line.last() == Some(&b'\r') {
-                        line.pop();
+                        line.truncate(line.len() - 1);
                     }
                     if line.iter().all(u8::is_ascii_whitespace) {
                         continue;
                     }
-                    return Some((Ok(Bytes::from(line)), st));
+                    return Some((Ok(line.freeze()), st));
                 }
+                st.scanned = st.buf.len();
                 if st.done {
                     if st.buf.iter().all(u8::is_ascii_whitespace) {
                         return None;
                     }
                     let line = std::mem::take(&mut st.buf);
-                    return Some((Ok(Bytes::from(line)), st));
+                    st.scanned = 0;
+                    return Some((Ok(line.freeze()), st));
                 }
                 match st.input.next().await {
                     Some(Ok(chunk)) => st.buf.extend_from_slice(&chunk),
                     Some(Err(e)) => {
                         st.done = true;
                         st.buf.clear();
+                        st.scanned = 0;
                         return Some((Err(e), st));
                     }
                     None => st.done = true,
@@ -1178,28 +1198,31 @@ where
 
 /// Decode one line of a watch stream. An `ERROR` event becomes `Err(ClientError::Api(status))`.
 pub fn decode_watch_line<T>(line: &[u8], decode: ObjectDecoder<T>) -> Result<WatchEvent<T>> {
-    let v: Value = serde_json::from_slice(line)
+    /// The envelope, with the object left as text for `decode`.
+    #[derive(serde::Deserialize)]
+    struct Envelope<'a> {
+        #[serde(rename = "type", default, borrow)]
+        type_: Option<std::borrow::Cow<'a, str>>,
+        #[serde(borrow)]
+        object: Option<&'a RawValue>,
+    }
+    let env: Envelope<'_> = serde_json::from_slice(line)
         .map_err(|e| ClientError::decode("watch event", format!("{e}: {}", preview(line))))?;
-    let Value::Object(mut m) = v else {
-        return Err(ClientError::decode(
-            "watch event",
-            format!("not an object: {}", preview(line)),
-        ));
-    };
-    let ty = m
-        .get("type")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    let object = m.remove("object").unwrap_or(Value::Null);
-    let type_ = match ty.as_str() {
+    let ty = env.type_.as_deref().unwrap_or_default();
+    let null = RawValue::NULL;
+    let object = env.object.unwrap_or(null);
+    let type_ = match ty {
         "ADDED" => WatchEventType::Added,
         "MODIFIED" => WatchEventType::Modified,
         "DELETED" => WatchEventType::Deleted,
         "BOOKMARK" => WatchEventType::Bookmark,
         "ERROR" => {
-            let mut s: Status = serde_json::from_value(object.clone()).unwrap_or_else(|_| {
-                Status::failure(500, "InternalError", format!("watch error: {object}"))
+            let mut s: Status = serde_json::from_str(object.get()).unwrap_or_else(|_| {
+                Status::failure(
+                    500,
+                    "InternalError",
+                    format!("watch error: {}", object.get()),
+                )
             });
             if s.code.is_none() || s.code == Some(0) {
                 s.code = Some(500);
@@ -1302,6 +1325,16 @@ impl<K: Resource> Api<K> {
     }
     pub async fn create_with(&self, obj: &K, pp: &PostParams) -> Result<K> {
         self.raw.create_as(some_ns(obj), &typed_body(obj), pp).await
+    }
+    /// `create` for a writer that has no use for the stored object the server answers with
+    /// (Events): the answer is checked for status and skimmed, not decoded into a `K`.
+    pub async fn create_unread(&self, obj: &K) -> Result<()> {
+        let skimmed: serde::de::IgnoredAny = self
+            .raw
+            .create_as(some_ns(obj), &typed_body(obj), &PostParams::default())
+            .await?;
+        let _ = skimmed;
+        Ok(())
     }
     /// `PUT`: carries the object's `resourceVersion`; a stale one is a 409 Conflict.
     pub async fn replace(&self, name: &str, obj: &K) -> Result<K> {
@@ -1496,6 +1529,31 @@ mod tests {
         assert_eq!(evs[1].object.metadata.resource_version(), "6");
         assert_eq!(evs[2].type_, WatchEventType::Deleted);
         assert_eq!(evs[2].object.metadata.name(), "a");
+    }
+
+    #[tokio::test]
+    async fn watch_stream_one_byte_chunks_and_many_lines_per_chunk() {
+        let mut text = String::new();
+        for i in 0..50 {
+            text.push_str(&format!(
+                "{{\"type\":\"ADDED\",\"object\":{{\"kind\":\"Pod\",\"metadata\":{{\"name\":\"p{i}\"}}}}}}\n"
+            ));
+            if i % 7 == 0 {
+                text.push_str("\r\n \n");
+            }
+        }
+        let names = |evs: Vec<Result<WatchEvent<Pod>>>| -> Vec<String> {
+            evs.into_iter()
+                .map(|e| e.expect("event").object.metadata.name().to_string())
+                .collect()
+        };
+        let want: Vec<String> = (0..50).map(|i| format!("p{i}")).collect();
+        // All 50 lines in one chunk.
+        assert_eq!(names(collect(&[&text], decode_resource::<Pod>).await), want);
+        // One byte per chunk.
+        let bytes: Vec<String> = text.chars().map(String::from).collect();
+        let parts: Vec<&str> = bytes.iter().map(String::as_str).collect();
+        assert_eq!(names(collect(&parts, decode_resource::<Pod>).await), want);
     }
 
     #[tokio::test]

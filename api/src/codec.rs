@@ -28,7 +28,14 @@ fn unknown_fields_message(fields: &[String]) -> String {
 
 /// Decode a JSON value into `T`. Unknown fields are collected (not an error here) and returned.
 pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<(T, Vec<String>), DecodeError> {
+    // Tracking the path of every field costs as much as the decode itself; it is only needed to
+    // name the field of an error, so decode without it first and redo it on failure.
     let mut unknown = Vec::new();
+    let fast = serde_ignored::deserialize(&value, |path| unknown.push(format_path(&path)));
+    if let Ok(v) = fast {
+        return Ok((v, unknown));
+    }
+    unknown.clear();
     let mut cb = |path: serde_ignored::Path<'_>| unknown.push(format_path(&path));
     let de = serde_ignored::Deserializer::new(value, &mut cb);
     match serde_path_to_error::deserialize::<_, T>(de) {

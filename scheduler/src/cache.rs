@@ -5,7 +5,7 @@
 //! An assumed pod is confirmed when the watch shows it bound, forgotten when its bind fails,
 //! and expires if the watch never confirms it within `ASSUME_TTL` after the bind succeeded.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,6 +42,10 @@ pub struct Cache {
     pods: HashMap<String, Placed>,
     /// Placed pods whose node the cache does not know (yet).
     orphans: HashMap<NodeName, HashSet<String>>,
+    /// `(deadline, key)` of every finished binding, sorted by deadline. An entry whose pod was since confirmed,
+    /// forgotten or re-assumed is skipped when it comes due: `expire` looks only at the front,
+    /// not at every placed pod.
+    deadlines: VecDeque<(Instant, String)>,
 }
 
 fn node_of(pod: &Pod) -> Option<&str> {
@@ -130,7 +134,11 @@ impl Cache {
     pub fn finish_binding(&mut self, key: &str, now: Instant) {
         if let Some(p) = self.pods.get_mut(key) {
             if p.assumed {
-                p.deadline = Some(now + ASSUME_TTL);
+                let deadline = now + ASSUME_TTL;
+                p.deadline = Some(deadline);
+                // Callers pass a monotonic clock, so this is nearly always a push at the back.
+                let at = self.deadlines.partition_point(|(d, _)| *d <= deadline);
+                self.deadlines.insert(at, (deadline, key.to_string()));
             }
         }
     }
@@ -144,16 +152,25 @@ impl Cache {
 
     /// Drop assumptions the watch never confirmed.
     pub fn expire(&mut self, now: Instant) -> usize {
-        let expired: Vec<String> = self
-            .pods
-            .iter()
-            .filter(|(_, p)| p.assumed && p.deadline.is_some_and(|d| d <= now))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in &expired {
-            self.detach(k);
+        let mut expired = 0;
+        while let Some((deadline, _)) = self.deadlines.front() {
+            if *deadline > now {
+                break;
+            }
+            let Some((deadline, key)) = self.deadlines.pop_front() else {
+                break;
+            };
+            // Still the same assumption that this entry timed?
+            let due = self
+                .pods
+                .get(&key)
+                .is_some_and(|p| p.assumed && p.deadline == Some(deadline));
+            if due {
+                self.detach(&key);
+                expired += 1;
+            }
         }
-        expired.len()
+        expired
     }
 
     /// A pod as seen by the watch. Bound, non-terminal pods are placed (confirming an
@@ -310,6 +327,40 @@ mod tests {
         assert_eq!(c.expire(t), 0);
         assert_eq!(c.expire(t + ASSUME_TTL), 1);
         assert_eq!(cpu_on(&c, "n1"), 0);
+    }
+
+    #[test]
+    fn expiry_skips_confirmed_forgotten_and_reassumed_pods() {
+        let mut c = Cache::new();
+        c.upsert_node(Arc::new(NodeBuilder::new("n1").build()))
+            .expect("node");
+        let t = Instant::now();
+        let pod = |name: &str| PodBuilder::new(name).container("1", "");
+        // a: confirmed by the watch after its bind returned.
+        c.assume(pod("a").info(), NodeName("n1".into()));
+        c.finish_binding("default/a", t);
+        c.observe_pod("default/a", &Arc::new(pod("a").node_name("n1").build()))
+            .expect("ok");
+        // b: bind returned, then forgotten.
+        c.assume(pod("b").info(), NodeName("n1".into()));
+        c.finish_binding("default/b", t);
+        c.forget("default/b");
+        // c: its first assumption timed at t, re-assumed and re-timed later.
+        c.assume(pod("c").info(), NodeName("n1".into()));
+        c.finish_binding("default/c", t);
+        c.assume(pod("c").info(), NodeName("n1".into()));
+        c.finish_binding("default/c", t + Duration::from_secs(10));
+        // d: timed out of order (earlier than the others): still expires on time.
+        c.assume(pod("d").info(), NodeName("n1".into()));
+        c.finish_binding("default/d", t - Duration::from_secs(5));
+        assert_eq!(cpu_on(&c, "n1"), 3000); // a, c, d
+
+        assert_eq!(c.expire(t + ASSUME_TTL - Duration::from_secs(5)), 1); // d
+        assert_eq!(c.expire(t + ASSUME_TTL), 0); // a confirmed, b forgotten, c re-timed
+        assert!(c.is_placed("default/a") && c.is_assumed("default/c"));
+        assert_eq!(c.expire(t + ASSUME_TTL + Duration::from_secs(10)), 1); // c
+        assert_eq!(cpu_on(&c, "n1"), 1000); // a
+        assert!(c.deadlines.is_empty());
     }
 
     #[test]

@@ -350,8 +350,8 @@ fn event_hash(parts: &[&str]) -> u64 {
 async fn record_event(api: &Api<KEvent>, ev: KEvent) -> std::result::Result<(), String> {
     let name = ev.metadata.name().to_string();
     for _ in 0..4 {
-        match api.create(&ev).await {
-            Ok(_) => return Ok(()),
+        match api.create_unread(&ev).await {
+            Ok(()) => return Ok(()),
             Err(e) if e.is_already_exists() => {}
             Err(e) => return Err(e.to_string()),
         }

@@ -911,6 +911,22 @@ async fn bind(
             }],
         });
     }
+    // The update below skips pod validation (as Kubernetes' binding does), so the node name
+    // is checked here.
+    let bad_node = kapsel_api::validation::meta::name_is_dns_subdomain(&node, false);
+    if !bad_node.is_empty() {
+        return Err(ApiError::Invalid {
+            kind: "Binding".into(),
+            group: String::new(),
+            name: name.into(),
+            errors: vec![FieldError {
+                kind: FieldErrorKind::Invalid,
+                field: "target.name".into(),
+                value: Some(format!("{node:?}")),
+                detail: bad_node.join("; "),
+            }],
+        });
+    }
     let bind_ref = ObjRef::new("pods/binding", "", name);
     let want_uid = binding.metadata.uid.clone().filter(|u| !u.is_empty());
     api.update(t.def, t.ns(), name, Sub::Internal, &q.write_opts(), |old| {

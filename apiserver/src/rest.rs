@@ -855,7 +855,23 @@ impl Api {
                 }
                 n
             }
-            Sub::Internal => cand,
+            Sub::Internal => {
+                // A server-authored change to the stored object (binding: spec.nodeName and the
+                // PodScheduled condition, checked by its handler). As Kubernetes' `assignPod`,
+                // it skips decoding, defaulting and update validation; ownership stays as it was.
+                let mut new = cand;
+                for f in ["uid", "creationTimestamp", "generation", "resourceVersion"] {
+                    match o::meta_value(old, f) {
+                        Some(v) => o::set_meta(&mut new, f, v.clone()),
+                        None => o::remove_meta(&mut new, f),
+                    }
+                }
+                match o::meta_value(old, "managedFields") {
+                    Some(m) => o::set_meta(&mut new, "managedFields", m.clone()),
+                    None => o::remove_meta(&mut new, "managedFields"),
+                }
+                return Ok((new, Vec::new()));
+            }
         };
         let (mut new, warnings) = decode(def, cand, fv)?;
         normalize(def, &mut new);
@@ -902,12 +918,8 @@ impl Api {
         }
         match (&opts.owner, sub) {
             (Some(owner), Sub::Main | Sub::Status) => record_update(def, owner, old, &mut new),
-            // Server-internal writes (binding) keep the ownership as it was.
-            (_, Sub::Internal) => match o::meta_value(old, "managedFields") {
-                Some(m) => o::set_meta(&mut new, "managedFields", m.clone()),
-                None => o::remove_meta(&mut new, "managedFields"),
-            },
-            (None, _) => {}
+            // Server-internal writes returned above.
+            (_, Sub::Internal) | (None, _) => {}
         }
         Ok((new, warnings))
     }

@@ -168,6 +168,9 @@ async fn bad_input_is_a_precise_4xx_and_changes_nothing() {
         Case { what: "binding without target", method: Method::POST, path: "/api/v1/namespaces/default/pods/nope/binding",
                content_type: Some("application/json"), body: j(json!({"kind": "Binding", "target": {}})),
                code: 422, reason: "Invalid", message: "target.name: Required value", field: Some("target.name") },
+        Case { what: "binding to an invalid node name", method: Method::POST, path: "/api/v1/namespaces/default/pods/nope/binding",
+               content_type: Some("application/json"), body: j(json!({"kind": "Binding", "target": {"kind": "Node", "name": "Bad_Node"}})),
+               code: 422, reason: "Invalid", message: "target.name: Invalid value: \"Bad_Node\"", field: Some("target.name") },
     ];
 
     let before_rev = revision(&h).await;

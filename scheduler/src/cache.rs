@@ -137,8 +137,12 @@ impl Cache {
                 let deadline = now + ASSUME_TTL;
                 p.deadline = Some(deadline);
                 // Callers pass a monotonic clock, so this is nearly always a push at the back.
-                let at = self.deadlines.partition_point(|(d, _)| *d <= deadline);
-                self.deadlines.insert(at, (deadline, key.to_string()));
+                if self.deadlines.back().is_none_or(|(d, _)| *d <= deadline) {
+                    self.deadlines.push_back((deadline, key.to_string()));
+                } else {
+                    let at = self.deadlines.partition_point(|(d, _)| *d <= deadline);
+                    self.deadlines.insert(at, (deadline, key.to_string()));
+                }
             }
         }
     }

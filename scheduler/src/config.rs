@@ -41,7 +41,9 @@ pub struct Config {
     /// nodes has been found feasible (never fewer than 100 nodes). 0 = adaptive
     /// (`50 − nodes/125` %, at least 5 %); 100 = always look at every node.
     pub percentage_of_nodes_to_score: u32,
-    /// Binds in flight at once.
+    /// Binds in flight at once. 128 by default: on the 1,000-node e2e bench 32 → 4,157, 64 →
+    /// ~4,300, 128 → ~4,830 pods/s (docs/benchmarks.md, session 9), and it stays under the API
+    /// server's 200 mutating requests in flight, which apply to the scheduler's identity.
     pub parallel_binds: usize,
     /// Binding attempts per pod on conflict before it goes to backoff.
     pub bind_retries: u32,
@@ -60,7 +62,7 @@ impl Default for Config {
             scoring_strategy: ScoringStrategy::LeastAllocated,
             weights: Weights::default(),
             percentage_of_nodes_to_score: 0,
-            parallel_binds: 64,
+            parallel_binds: 128,
             bind_retries: 5,
             initial_backoff_ms: 1000,
             max_backoff_ms: 10_000,

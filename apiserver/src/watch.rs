@@ -209,12 +209,18 @@ async fn run(
                 }
             }
             Some(Ok(batch)) => {
+                // The whole batch as one chunk: the connection task writes what it is handed
+                // each time it runs, so a line per message would cap a busy server's watch at
+                // the channel's 64 lines per turn of the connection task — the watcher falls
+                // behind the writers (the scheduler e2e bench saw seconds of lag).
+                let mut chunk = BytesMut::new();
                 for ev in batch {
                     if let Some(l) = render(&ev, &req) {
-                        if tx.send(Ok(l)).await.is_err() {
-                            return;
-                        }
+                        chunk.extend_from_slice(&l);
                     }
+                }
+                if !chunk.is_empty() && tx.send(Ok(chunk.freeze())).await.is_err() {
+                    return;
                 }
             }
             Some(Err(e @ StoreError::Gone { .. })) => {

@@ -85,6 +85,50 @@ async fn watch_from_a_resource_version_delivers_exactly_the_later_events_in_orde
 }
 
 #[tokio::test]
+async fn a_backlog_arrives_as_batches_of_lines_in_order() {
+    // Events already past the cursor go out as one chunk per store batch, not one chunk per
+    // line (a line per chunk let a watcher fall seconds behind a busy server). Framing stays
+    // newline-delimited JSON.
+    let srv = start_test_server().await;
+    let h = Http::new(&srv);
+    let start = h.post(CMS, &configmap("first")).await.rv();
+    for i in 0..100 {
+        h.post(CMS, &configmap(&format!("cm-{i}"))).await;
+    }
+    let mut w = open_watch(&srv.url, &format!("{CMS}?watch=1&resourceVersion={start}")).await;
+    let first = tokio::time::timeout(Duration::from_secs(5), w.chunk())
+        .await
+        .expect("a chunk within 5 s")
+        .expect("no transport error")
+        .expect("a chunk");
+    let lines = first.iter().filter(|&&b| b == b'\n').count();
+    assert!(lines >= 2, "first chunk carries {lines} line(s)");
+    // All 100 arrive, in order (the first chunk's complete lines included).
+    let mut text = String::from_utf8(first.to_vec()).expect("utf-8");
+    while text.matches('\n').count() < 100 {
+        let c = tokio::time::timeout(Duration::from_secs(5), w.chunk())
+            .await
+            .expect("more within 5 s")
+            .expect("no transport error")
+            .expect("a chunk");
+        text.push_str(std::str::from_utf8(&c).expect("utf-8"));
+    }
+    let names: Vec<String> = text
+        .lines()
+        .map(|l| {
+            let ev: Value = serde_json::from_str(l).expect("one JSON event per line");
+            assert_eq!(ev["type"], "ADDED");
+            ev["object"]["metadata"]["name"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let want: Vec<String> = (0..100).map(|i| format!("cm-{i}")).collect();
+    assert_eq!(names, want);
+}
+
+#[tokio::test]
 async fn an_expired_resource_version_gets_410() {
     let srv = start_test_server_with(|c| c.watch_history = 16).await;
     let h = Http::new(&srv);

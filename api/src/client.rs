@@ -1209,8 +1209,7 @@ pub fn decode_watch_line<T>(line: &[u8], decode: ObjectDecoder<T>) -> Result<Wat
     let env: Envelope<'_> = serde_json::from_slice(line)
         .map_err(|e| ClientError::decode("watch event", format!("{e}: {}", preview(line))))?;
     let ty = env.type_.as_deref().unwrap_or_default();
-    let null = RawValue::NULL;
-    let object = env.object.unwrap_or(null);
+    let object = env.object.unwrap_or(RawValue::NULL);
     let type_ = match ty {
         "ADDED" => WatchEventType::Added,
         "MODIFIED" => WatchEventType::Modified,
@@ -1329,11 +1328,13 @@ impl<K: Resource> Api<K> {
     /// `create` for a writer that has no use for the stored object the server answers with
     /// (Events): the answer is checked for status and skimmed, not decoded into a `K`.
     pub async fn create_unread(&self, obj: &K) -> Result<()> {
-        let skimmed: serde::de::IgnoredAny = self
-            .raw
-            .create_as(some_ns(obj), &typed_body(obj), &PostParams::default())
+        self.raw
+            .create_as::<_, serde::de::IgnoredAny>(
+                some_ns(obj),
+                &typed_body(obj),
+                &PostParams::default(),
+            )
             .await?;
-        let _ = skimmed;
         Ok(())
     }
     /// `PUT`: carries the object's `resourceVersion`; a stale one is a 409 Conflict.

@@ -57,6 +57,14 @@ pub fn meta_value<'a>(obj: &'a Value, field: &str) -> Option<&'a Value> {
     obj.get("metadata").and_then(|m| m.get(field))
 }
 
+/// Make `to`'s `metadata.<field>` what `from` has: a copy, or absent when `from` has none.
+pub fn carry_meta(from: &Value, to: &mut Value, field: &str) {
+    match meta_value(from, field) {
+        Some(v) => set_meta(to, field, v.clone()),
+        None => remove_meta(to, field),
+    }
+}
+
 pub fn generation(obj: &Value) -> i64 {
     meta_value(obj, "generation")
         .and_then(Value::as_i64)

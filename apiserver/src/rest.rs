@@ -613,6 +613,16 @@ pub struct Api {
     pub service_ranges: svcalloc::Ranges,
 }
 
+/// Metadata the server alone sets: an update always keeps the stored object's.
+const SERVER_OWNED_META: [&str; 6] = [
+    "uid",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "generation",
+    "resourceVersion",
+];
+
 impl Api {
     /// Create the system namespaces that do not exist yet.
     pub async fn bootstrap(&self) -> Result<(), ApiError> {
@@ -848,10 +858,7 @@ impl Api {
                 o::set_top(&mut n, "status", cand.get("status").cloned());
                 if opts.owner.is_none() {
                     // Server-side apply to /status computed the ownership itself.
-                    match o::meta_value(&cand, "managedFields") {
-                        Some(m) => o::set_meta(&mut n, "managedFields", m.clone()),
-                        None => o::remove_meta(&mut n, "managedFields"),
-                    }
+                    o::carry_meta(&cand, &mut n, "managedFields");
                 }
                 n
             }
@@ -860,33 +867,16 @@ impl Api {
                 // PodScheduled condition, checked by its handler). As Kubernetes' `assignPod`,
                 // it skips decoding, defaulting and update validation; ownership stays as it was.
                 let mut new = cand;
-                for f in ["uid", "creationTimestamp", "generation", "resourceVersion"] {
-                    match o::meta_value(old, f) {
-                        Some(v) => o::set_meta(&mut new, f, v.clone()),
-                        None => o::remove_meta(&mut new, f),
-                    }
-                }
-                match o::meta_value(old, "managedFields") {
-                    Some(m) => o::set_meta(&mut new, "managedFields", m.clone()),
-                    None => o::remove_meta(&mut new, "managedFields"),
+                for f in SERVER_OWNED_META.iter().chain(&["managedFields"]) {
+                    o::carry_meta(old, &mut new, f);
                 }
                 return Ok((new, Vec::new()));
             }
         };
         let (mut new, warnings) = decode(def, cand, fv)?;
         normalize(def, &mut new);
-        for f in [
-            "uid",
-            "creationTimestamp",
-            "deletionTimestamp",
-            "deletionGracePeriodSeconds",
-            "generation",
-            "resourceVersion",
-        ] {
-            match o::meta_value(old, f) {
-                Some(v) => o::set_meta(&mut new, f, v.clone()),
-                None => o::remove_meta(&mut new, f),
-            }
+        for f in SERVER_OWNED_META {
+            o::carry_meta(old, &mut new, f);
         }
         let mut errs = Vec::new();
         if o::is_deleting(old) {
@@ -1202,10 +1192,7 @@ impl Api {
                 }
                 // Keep anything written since we read it, except what we set.
                 for f in ["finalizers", "labels", "annotations"] {
-                    match o::meta_value(&cur, f) {
-                        Some(v) => o::set_meta(&mut new, f, v.clone()),
-                        None => o::remove_meta(&mut new, f),
-                    }
+                    o::carry_meta(&cur, &mut new, f);
                 }
                 o::set_meta(
                     &mut new,

@@ -42,9 +42,9 @@ pub struct Cache {
     pods: HashMap<String, Placed>,
     /// Placed pods whose node the cache does not know (yet).
     orphans: HashMap<NodeName, HashSet<String>>,
-    /// `(deadline, key)` of every finished binding, sorted by deadline. An entry whose pod was since confirmed,
-    /// forgotten or re-assumed is skipped when it comes due: `expire` looks only at the front,
-    /// not at every placed pod.
+    /// `(deadline, key)` of every finished binding, sorted by deadline. An entry whose pod was
+    /// since confirmed, forgotten or re-assumed is skipped when it comes due: `expire` looks only
+    /// at the front, not at every placed pod.
     deadlines: VecDeque<(Instant, String)>,
 }
 

@@ -21,10 +21,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::request::Parts;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -121,20 +119,13 @@ impl Authenticator for AllowAll {
 #[derive(Clone, Debug)]
 pub struct PeerCertificate(pub Arc<Vec<u8>>);
 
-/// The middleware that runs the configured [`Authenticator`].
-pub async fn middleware(
-    State(auth): State<Arc<dyn Authenticator>>,
-    req: Request,
-    next: Next,
-) -> Response {
+/// Run the configured [`Authenticator`]: the request with the caller in its extensions, or
+/// why not (answered as a 401).
+pub fn authenticate(auth: &dyn Authenticator, req: Request) -> Result<Request, ApiError> {
     let (mut parts, body) = req.into_parts();
-    match auth.authenticate(&parts) {
-        Ok(user) => {
-            parts.extensions.insert(user);
-            next.run(Request::from_parts(parts, body)).await
-        }
-        Err(e) => e.into_response(),
-    }
+    let user = auth.authenticate(&parts)?;
+    parts.extensions.insert(user);
+    Ok(Request::from_parts(parts, body))
 }
 
 // ---------------------------------------------------------------------------------------------

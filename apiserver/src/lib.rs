@@ -17,6 +17,7 @@ pub mod discovery;
 pub mod errors;
 pub mod eventttl;
 pub mod filter;
+pub mod gate;
 pub mod handlers;
 pub mod managed;
 pub mod metrics;

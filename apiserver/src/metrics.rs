@@ -15,7 +15,6 @@ use std::time::Instant;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, Method};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -318,72 +317,89 @@ impl HttpBody for Guarded {
     }
 }
 
-/// The middleware that counts and times every request.
-pub async fn track(req: Request, next: Next) -> Response {
-    let info = classify(
-        req.method(),
-        req.uri().path(),
-        req.uri().query().unwrap_or(""),
-    );
-    let started = Instant::now();
-    let active = info.long_running.then(|| {
-        let mut g = vec![M
-            .longrunning
-            .get_or_create(&[
-                ("verb", info.verb.to_string()),
-                ("resource", info.resource.clone()),
-            ])
-            .clone()];
-        if info.verb == "WATCH" {
-            g.push(
-                M.watchers
-                    .get_or_create(&[("resource", info.resource.clone())])
-                    .clone(),
-            );
-        }
-        Active::new(g)
-    });
-    let resp = next.run(req).await;
-    let code = resp.status().as_u16().to_string();
-    M.requests
-        .get_or_create(&[
-            ("verb", info.verb.to_string()),
-            ("group", info.group.clone()),
-            ("version", info.version.clone()),
-            ("resource", info.resource.clone()),
-            ("subresource", info.subresource.clone()),
-            ("code", code),
-        ])
-        .inc();
-    match active {
-        None => {
-            M.duration
-                .get_or_create(&[
-                    ("verb", info.verb.to_string()),
-                    ("group", info.group),
-                    ("version", info.version),
-                    ("resource", info.resource),
-                    ("subresource", info.subresource),
-                ])
-                .observe(started.elapsed().as_secs_f64());
-            resp
-        }
-        Some(active) => {
-            let (parts, body) = resp.into_parts();
-            Response::from_parts(
-                parts,
-                Body::new(Guarded {
-                    inner: body,
-                    _active: active,
-                }),
-            )
-        }
-    }
+/// One request being counted and timed: [`Tracked::begin`] before anything else looks at it
+/// (so 401s and 413s count too), [`Tracked::end`] with the answer.
+pub struct Tracked {
+    info: RequestInfo,
+    started: Instant,
+    active: Option<Active>,
 }
 
-/// Count and time every request of `app` (layer it outermost, so 401s count too).
-pub fn instrument(app: Router) -> Router {
-    app.layer(axum::middleware::from_fn(track))
+impl Tracked {
+    pub fn begin(req: &Request) -> Tracked {
+        let info = classify(
+            req.method(),
+            req.uri().path(),
+            req.uri().query().unwrap_or(""),
+        );
+        let active = info.long_running.then(|| {
+            let mut g = vec![M
+                .longrunning
+                .get_or_create(&[
+                    ("verb", info.verb.to_string()),
+                    ("resource", info.resource.clone()),
+                ])
+                .clone()];
+            if info.verb == "WATCH" {
+                g.push(
+                    M.watchers
+                        .get_or_create(&[("resource", info.resource.clone())])
+                        .clone(),
+                );
+            }
+            Active::new(g)
+        });
+        Tracked {
+            info,
+            started: Instant::now(),
+            active,
+        }
+    }
+
+    /// Count the answer; time it unless it is long-running, whose gauges then stay up until
+    /// its body ends.
+    pub fn end(self, resp: Response) -> Response {
+        let Tracked {
+            info,
+            started,
+            active,
+        } = self;
+        let code = resp.status().as_u16().to_string();
+        M.requests
+            .get_or_create(&[
+                ("verb", info.verb.to_string()),
+                ("group", info.group.clone()),
+                ("version", info.version.clone()),
+                ("resource", info.resource.clone()),
+                ("subresource", info.subresource.clone()),
+                ("code", code),
+            ])
+            .inc();
+        match active {
+            None => {
+                M.duration
+                    .get_or_create(&[
+                        ("verb", info.verb.to_string()),
+                        ("group", info.group),
+                        ("version", info.version),
+                        ("resource", info.resource),
+                        ("subresource", info.subresource),
+                    ])
+                    .observe(started.elapsed().as_secs_f64());
+                resp
+            }
+            Some(active) => {
+                let (parts, body) = resp.into_parts();
+                Response::from_parts(
+                    parts,
+                    Body::new(Guarded {
+                        inner: body,
+                        _active: active,
+                    }),
+                )
+            }
+        }
+    }
 }
 
 /// Shared handle for tests: the current value of `apiserver_request_total` for some labels.

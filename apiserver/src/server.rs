@@ -10,16 +10,13 @@ use std::time::Duration;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::Router;
-use kapsel_api::Status;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::trace::TraceLayer;
 
-use crate::auth::{self, AllowAll, Authenticator};
+use crate::auth::{AllowAll, Authenticator};
 use crate::discovery;
-use crate::errors::{status_response, ApiError};
+use crate::errors::ApiError;
 use crate::handlers::{self, AppState};
 use crate::rest::Api;
 use crate::store::sled_store::SledOptions;
@@ -98,25 +95,6 @@ pub enum ServerError {
     Tls(#[from] crate::tls::TlsError),
 }
 
-fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    let detail = err
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_else(|| "unknown panic".into());
-    tracing::error!(panic = %detail, "a request handler panicked");
-    status_response(&Status::failure(
-        500,
-        "InternalError",
-        format!("Internal error occurred: {detail}"),
-    ))
-}
-
-/// The complete HTTP application (REST only; [`run`] also mounts the component API).
-pub fn router(api: AppState, authenticator: Arc<dyn Authenticator>) -> Router {
-    finish(rest_routes(api), authenticator)
-}
-
 /// The REST routes, without fallback or middleware (so other routers can be merged in).
 pub fn rest_routes(api: AppState) -> Router {
     Router::new()
@@ -136,18 +114,6 @@ pub fn rest_routes(api: AppState) -> Router {
         .route("/openapi/v3/{*rest}", get(discovery::openapi_v3_gv))
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(api)
-}
-
-/// The 404 fallback and the middleware around everything: authentication (the slot the
-/// security work fills), tracing, and a last-resort panic catcher that still answers a Status.
-pub fn finish(app: Router, authenticator: Arc<dyn Authenticator>) -> Router {
-    app.fallback(handlers::not_found)
-        .layer(axum::middleware::from_fn_with_state(
-            authenticator,
-            auth::middleware,
-        ))
-        .layer(TraceLayer::new_for_http())
-        .layer(CatchPanicLayer::custom(panic_response))
 }
 
 async fn method_not_allowed() -> Response {
@@ -251,10 +217,14 @@ pub async fn run(
     let app = app.merge(crate::metrics::routes(Arc::clone(&api)));
     // Authorization runs after authentication (inner), audit and limits around both.
     let connections = guards.connections;
-    let app = guards.authorize(app);
-    let app = finish(app, authenticator);
-    let app = guards.guard(app);
-    let app = crate::metrics::instrument(app).merge(crate::ui::routes());
+    let app = crate::gate::layer(
+        app.fallback(handlers::not_found),
+        crate::gate::Gate {
+            authenticator,
+            guards,
+        },
+    )
+    .merge(crate::ui::routes());
     crate::eventttl::spawn(Arc::clone(&api), event_ttl);
     let stopped = api.shutdown.clone();
     drop(api);

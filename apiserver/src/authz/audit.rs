@@ -11,13 +11,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::header;
-use axum::middleware::Next;
 use axum::response::Response;
 use serde::Serialize;
 
-use super::{request_attributes, Authorized, Guards};
+use super::{Attributes, Authorized};
 
 /// Where and how much.
 #[derive(Clone, Debug)]
@@ -153,57 +152,77 @@ impl AuditLog {
     }
 }
 
-/// The outermost guard: time the request, then write its line with the user the authorizer
-/// saw (none for requests refused before authentication finished: 401, 413).
-pub async fn middleware(State(sec): State<Arc<Guards>>, req: Request, next: Next) -> Response {
-    let Some(log) = sec.audit.clone() else {
-        return next.run(req).await;
-    };
-    let started = Instant::now();
-    let timestamp = chrono::Utc::now()
-        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
-        .to_string();
-    let a = request_attributes(req.method().as_str(), req.uri().path(), req.uri().query());
-    let request_uri = req.uri().to_string();
-    let source_ip = req
-        .extensions()
-        .get::<RemoteAddr>()
-        .map(|r| r.0)
-        .or_else(|| {
-            req.extensions()
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0)
-        })
-        .map(|a| a.ip().to_string())
-        .unwrap_or_default();
-    let user_agent = req
-        .headers()
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let resp = next.run(req).await;
-    let (user, groups) = match resp.extensions().get::<Authorized>() {
-        Some(a) => (a.user.name.clone(), a.user.groups.clone()),
-        None => (String::new(), Vec::new()),
-    };
-    log.write(&Entry {
-        timestamp,
-        user,
-        groups,
-        verb: a.verb,
-        api_group: a.api_group,
-        resource: a.resource,
-        subresource: a.subresource,
-        namespace: a.namespace,
-        name: a.name,
-        request_uri,
-        code: resp.status().as_u16(),
-        latency_ms: (started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
-        source_ip,
-        user_agent,
-    });
-    resp
+/// One request's audit line in the making: begun before authentication, written with the user
+/// the authorizer saw (none for requests refused before authentication finished: 401, 413).
+pub struct Pending {
+    log: AuditLog,
+    started: Instant,
+    timestamp: String,
+    attributes: Attributes,
+    request_uri: String,
+    source_ip: String,
+    user_agent: String,
+}
+
+impl Pending {
+    /// Note what the request asked before it runs (`attributes` as authorization sees them).
+    pub fn begin(log: &AuditLog, req: &Request, attributes: &Attributes) -> Pending {
+        let started = Instant::now();
+        let timestamp = chrono::Utc::now()
+            .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+            .to_string();
+        let source_ip = req
+            .extensions()
+            .get::<RemoteAddr>()
+            .map(|r| r.0)
+            .or_else(|| {
+                req.extensions()
+                    .get::<ConnectInfo<SocketAddr>>()
+                    .map(|c| c.0)
+            })
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default();
+        let user_agent = req
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        Pending {
+            log: log.clone(),
+            started,
+            timestamp,
+            attributes: attributes.clone(),
+            request_uri: req.uri().to_string(),
+            source_ip,
+            user_agent,
+        }
+    }
+
+    /// Write the line, with the caller authorization found (none for a 401) and the code.
+    pub fn end(self, resp: &Response) {
+        let (user, groups) = match resp.extensions().get::<Authorized>() {
+            Some(a) => (a.user.name.clone(), a.user.groups.clone()),
+            None => (String::new(), Vec::new()),
+        };
+        let a = self.attributes;
+        self.log.write(&Entry {
+            timestamp: self.timestamp,
+            user,
+            groups,
+            verb: a.verb,
+            api_group: a.api_group,
+            resource: a.resource,
+            subresource: a.subresource,
+            namespace: a.namespace,
+            name: a.name,
+            request_uri: self.request_uri,
+            code: resp.status().as_u16(),
+            latency_ms: (self.started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
+            source_ip: self.source_ip,
+            user_agent: self.user_agent,
+        });
+    }
 }
 
 #[cfg(test)]

@@ -9,15 +9,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{header, HeaderValue, Method};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use kapsel_api::{Status, StatusDetails};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::Guards;
 use crate::errors::{status_response, ApiError, MAX_BODY_BYTES};
 
 /// The limits' settings.
@@ -146,7 +144,7 @@ pub fn hold_until_body_ends<T: Send + 'static>(resp: Response, slot: T) -> Respo
 /// Outside authentication: refuse bodies declared larger than the limit before reading them
 /// (`413`); bodies without a length are cut at the limit by the handlers. gRPC bodies have
 /// tonic's own message limit (4 MiB).
-pub async fn middleware(State(_sec): State<Arc<Guards>>, req: Request, next: Next) -> Response {
+pub fn refuse_large_body(req: &Request) -> Option<Response> {
     let grpc = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -162,9 +160,9 @@ pub async fn middleware(State(_sec): State<Arc<Guards>>, req: Request, next: Nex
         // The unread body is not drained: the connection closes after this answer.
         r.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        return r;
+        return Some(r);
     }
-    next.run(req).await
+    None
 }
 
 #[cfg(test)]

@@ -24,11 +24,10 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::Router;
 use bytes::Bytes;
 use kapsel_api::{ClusterRole, ClusterRoleBinding, Role, RoleBinding, Status, StatusDetails};
 use serde_json::Value;
@@ -466,15 +465,16 @@ async fn create_name(req: Request) -> Result<(Request, Option<String>), Response
     Ok((Request::from_parts(parts, Body::from(bytes)), name))
 }
 
-/// Authorize the request (after authentication), enforce the per-user watch limit, and make
-/// the [`Authorizer`] available to handlers (the component service) as an extension.
-pub async fn middleware(State(sec): State<Arc<Guards>>, req: Request, next: Next) -> Response {
+/// Authorize the request (after authentication; `a` are its [`request_attributes`]), enforce
+/// the in-flight and per-user watch limits, make the [`Authorizer`] available to handlers (the
+/// component service) as an extension, and run it with `next`. The answer carries the caller
+/// as [`Authorized`] for the audit log.
+pub async fn authorize(sec: &Guards, req: Request, a: &Attributes, next: Next) -> Response {
     let user = req
         .extensions()
         .get::<UserInfo>()
         .cloned()
         .unwrap_or_else(UserInfo::anonymous);
-    let a = request_attributes(req.method().as_str(), req.uri().path(), req.uri().query());
     let (mut req, name) = if a.verb == "create"
         && a.resource_request
         && node::node_name(&user).is_some()
@@ -487,7 +487,7 @@ pub async fn middleware(State(sec): State<Arc<Guards>>, req: Request, next: Next
     } else {
         (req, None)
     };
-    let resp = match sec.authorizer.check_fresh(&user, &a, name.as_deref()).await {
+    let resp = match sec.authorizer.check_fresh(&user, a, name.as_deref()).await {
         Decision::Allow => {
             let exempt = user.groups.iter().any(|g| g == rbac::MASTERS_GROUP);
             let mut watch_slot = None;
@@ -497,7 +497,7 @@ pub async fn middleware(State(sec): State<Arc<Guards>>, req: Request, next: Next
                     Ok(s) => watch_slot = Some(s),
                     Err(e) => return with_user(e.into_response(), user),
                 }
-            } else if !exempt && !long_running(req.method(), &a) {
+            } else if !exempt && !long_running(req.method(), a) {
                 match sec.limits.in_flight(req.method()) {
                     Ok(p) => permit = Some(p),
                     Err(e) => return with_user(e.into_response(), user),
@@ -513,38 +513,15 @@ pub async fn middleware(State(sec): State<Arc<Guards>>, req: Request, next: Next
         }
         Decision::Deny(reason) => {
             tracing::debug!(user = %user.name, verb = %a.verb, path = %a.path, "forbidden");
-            status_response(&forbidden_status(&user, &a, &reason))
+            status_response(&forbidden_status(&user, a, &reason))
         }
     };
     with_user(resp, user)
 }
 
-fn with_user(mut resp: Response, user: UserInfo) -> Response {
+pub(crate) fn with_user(mut resp: Response, user: UserInfo) -> Response {
     resp.extensions_mut().insert(Authorized { user });
     resp
-}
-
-impl Guards {
-    /// Authorization inside `app` (add before authentication so that it runs after it).
-    pub fn authorize(self: &Arc<Self>, app: Router) -> Router {
-        app.layer(axum::middleware::from_fn_with_state(
-            Arc::clone(self),
-            middleware,
-        ))
-    }
-
-    /// The guards outside authentication: audit (outermost, so it sees every answer) and the
-    /// in-flight and body-size limits.
-    pub fn guard(self: &Arc<Self>, app: Router) -> Router {
-        app.layer(axum::middleware::from_fn_with_state(
-            Arc::clone(self),
-            limits::middleware,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            Arc::clone(self),
-            audit::middleware,
-        ))
-    }
 }
 
 /// Whether a request is long-running (watches, log follows, gRPC streams): not counted as in

@@ -97,9 +97,74 @@ pub struct ObjectMeta {
     pub owner_references: Vec<OwnerReference>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub finalizers: Vec<String>,
-    /// Server-side apply bookkeeping; kapsel keeps whatever it is given (see the kubectl issue).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub managed_fields: Vec<serde_json::Value>,
+    /// Server-side apply bookkeeping, kept as the JSON text it came in (see [`ManagedFields`]).
+    #[serde(default, skip_serializing_if = "ManagedFields::is_empty")]
+    pub managed_fields: ManagedFields,
+}
+
+/// `metadata.managedFields`, kept as compact JSON text rather than decoded.
+///
+/// The API server owns field ownership and works on it as JSON (`managed.rs`); clients only
+/// carry it. Decoded into `serde_json::Value` trees it was half of a watched Pod's bytes and
+/// most of the time spent decoding and dropping one (the scheduler decodes every Pod event).
+/// Kubernetes keeps `FieldsV1` as raw bytes for the same reason.
+///
+/// It decodes from JSON text (copied as is after validation) and from a `serde_json::Value`,
+/// which covers every path typed objects take here: YAML manifests become a `Value` first.
+/// `null` and `[]` are empty.
+#[derive(Clone, Debug, Default)]
+pub struct ManagedFields(Option<Box<serde_json::value::RawValue>>);
+
+impl ManagedFields {
+    /// No entries (absent, `null` or `[]`): not serialized.
+    pub fn is_empty(&self) -> bool {
+        self.0.as_deref().is_none_or(|r| {
+            let t = r.get().trim();
+            t == "null" || t == "[]" || (t.starts_with('[') && t[1..].trim() == "]")
+        })
+    }
+
+    /// The entries' JSON text (`None` when empty).
+    pub fn json(&self) -> Option<&str> {
+        (!self.is_empty())
+            .then(|| self.0.as_deref().map(|r| r.get()))
+            .flatten()
+    }
+
+    /// The entries as JSON values (for the rare reader; the API server works on the object).
+    pub fn entries(&self) -> Vec<serde_json::Value> {
+        self.json()
+            .and_then(|t| serde_json::from_str(t).ok())
+            .unwrap_or_default()
+    }
+}
+
+impl PartialEq for ManagedFields {
+    fn eq(&self, other: &Self) -> bool {
+        self.json() == other.json()
+    }
+}
+
+impl Serialize for ManagedFields {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match &self.0 {
+            Some(raw) => raw.serialize(s),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ManagedFields {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = Box::<serde_json::value::RawValue>::deserialize(d)?;
+        match raw.get().trim_start().as_bytes().first() {
+            Some(b'[') | Some(b'n') => Ok(ManagedFields(Some(raw))),
+            _ => Err(serde::de::Error::invalid_type(
+                serde::de::Unexpected::Other("a non-list value"),
+                &"a list of managedFields entries",
+            )),
+        }
+    }
 }
 
 impl ObjectMeta {
@@ -395,5 +460,74 @@ mod time_tests {
             now.to_string(),
             now.0.format("%Y-%m-%dT%H:%M:%SZ").to_string()
         );
+    }
+}
+
+#[cfg(test)]
+mod managed_fields_tests {
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::core::Pod;
+
+    fn with_entries() -> Value {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "managedFields": [
+            {"manager": "kubectl", "operation": "Apply", "apiVersion": "v1",
+             "time": "2026-01-01T00:00:00Z", "fieldsType": "FieldsV1",
+             "fieldsV1": {"f:metadata": {"f:labels": {"f:app": {}}}}, "x-unknown": [1, 2]}
+        ]}, "spec": {"containers": [{"name": "c", "image": "x"}]}})
+    }
+
+    #[test]
+    fn managed_fields_survive_every_decode_path_unchanged() {
+        let v = with_entries();
+        let want = v["metadata"]["managedFields"].clone();
+        let text = serde_json::to_string(&v).unwrap();
+        let decoded: Vec<Pod> = vec![
+            serde_json::from_str(&text).unwrap(),
+            serde_json::from_value(v.clone()).unwrap(),
+            Pod::deserialize(&v).unwrap(),
+            crate::codec::from_value::<Pod>(v.clone()).unwrap().0,
+            crate::codec::from_value_strict::<Pod>(v.clone()).unwrap(),
+        ];
+        for (i, p) in decoded.iter().enumerate() {
+            assert_eq!(
+                Value::Array(p.metadata.managed_fields.entries()),
+                want,
+                "path {i}"
+            );
+            let back = serde_json::to_value(p).unwrap();
+            assert_eq!(back["metadata"]["managedFields"], want, "path {i}");
+            let back: Value = serde_json::from_slice(&serde_json::to_vec(p).unwrap()).unwrap();
+            assert_eq!(back["metadata"]["managedFields"], want, "path {i}");
+            assert_eq!(p, &decoded[0], "path {i}");
+        }
+    }
+
+    #[test]
+    fn empty_managed_fields_are_not_written_and_a_non_list_is_refused() {
+        for empty in [json!(null), json!([])] {
+            let mut v = with_entries();
+            v["metadata"]["managedFields"] = empty;
+            for p in [
+                serde_json::from_value::<Pod>(v.clone()).unwrap(),
+                serde_json::from_str::<Pod>(&v.to_string()).unwrap(),
+            ] {
+                assert!(p.metadata.managed_fields.is_empty());
+                assert_eq!(p.metadata.managed_fields.json(), None);
+                let back = serde_json::to_value(&p).unwrap();
+                assert!(back["metadata"].get("managedFields").is_none(), "{back}");
+            }
+        }
+        let spaced: Pod = serde_json::from_str(
+            r#"{"metadata":{"name":"p","managedFields":[ ]},"spec":{"containers":[]}}"#,
+        )
+        .unwrap();
+        assert!(spaced.metadata.managed_fields.is_empty());
+        let mut v = with_entries();
+        v["metadata"]["managedFields"] = json!({"manager": "x"});
+        let err = crate::codec::from_value::<Pod>(v).unwrap_err().to_string();
+        assert!(err.contains("metadata.managedFields"), "{err}");
+        assert!(err.contains("a list of managedFields entries"), "{err}");
     }
 }

@@ -47,11 +47,44 @@ impl HostPort {
 }
 
 /// A controller owner's uid with its hash computed once, so the per-node spread lookup costs an
-/// integer probe and (on a hit) one string comparison.
+/// integer probe and, on a hit, an integer comparison rather than a string one (a call to
+/// `memcmp` per probe was the spread score's largest cost).
 #[derive(Clone, Debug, Eq)]
 pub struct OwnerKey {
     hash: u64,
+    id: OwnerId,
     uid: Arc<str>,
+}
+
+/// The uid as a number where one represents it exactly. Which variant a uid gets depends only
+/// on the string, and each numbering is injective, so equal ids mean equal strings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OwnerId {
+    /// The lower-case hyphenated form of this UUID (every uid Kubernetes or kapsel generates).
+    Uuid(u128),
+    /// Up to 15 bytes, packed with their length.
+    Short(u128),
+    /// Anything else: compare the strings.
+    Long,
+}
+
+impl OwnerId {
+    fn of(uid: &str) -> OwnerId {
+        if let Some(u) = uuid::Uuid::try_parse(uid).ok().filter(|u| {
+            u.hyphenated()
+                .encode_lower(&mut uuid::Uuid::encode_buffer())
+                == uid
+        }) {
+            return OwnerId::Uuid(u.as_u128());
+        }
+        if uid.len() < 16 {
+            let mut b = [0u8; 16];
+            b[..uid.len()].copy_from_slice(uid.as_bytes());
+            b[15] = uid.len() as u8;
+            return OwnerId::Short(u128::from_le_bytes(b));
+        }
+        OwnerId::Long
+    }
 }
 
 impl OwnerKey {
@@ -60,6 +93,7 @@ impl OwnerKey {
         uid.hash(&mut h);
         OwnerKey {
             hash: h.finish(),
+            id: OwnerId::of(uid),
             uid: Arc::from(uid),
         }
     }
@@ -70,7 +104,7 @@ impl OwnerKey {
 
 impl PartialEq for OwnerKey {
     fn eq(&self, o: &OwnerKey) -> bool {
-        self.hash == o.hash && self.uid == o.uid
+        self.hash == o.hash && self.id == o.id && (self.id != OwnerId::Long || self.uid == o.uid)
     }
 }
 
@@ -396,5 +430,42 @@ impl Snapshot {
             self.index.insert(moved, i);
         }
         Some(removed)
+    }
+}
+
+#[cfg(test)]
+mod owner_key_tests {
+    use super::OwnerKey;
+
+    #[test]
+    fn owner_keys_are_equal_exactly_when_their_uids_are() {
+        let u = "0b5e4c1e-6a3e-4f55-9d2a-8d2f7c1d0e11";
+        let table: &[(&str, &str, bool)] = &[
+            (u, u, true),
+            (u, "0b5e4c1e-6a3e-4f55-9d2a-8d2f7c1d0e12", false),
+            // The same UUID spelled differently is a different uid string.
+            (u, "0B5E4C1E-6A3E-4F55-9D2A-8D2F7C1D0E11", false),
+            (u, "0b5e4c1e6a3e4f559d2a8d2f7c1d0e11", false),
+            (u, "{0b5e4c1e-6a3e-4f55-9d2a-8d2f7c1d0e11}", false),
+            ("rs-1", "rs-1", true),
+            ("rs-1", "rs-2", false),
+            ("rs-1", "rs-1\0", false),
+            ("", "", true),
+            ("", "\0", false),
+            ("fifteen-bytes-x", "fifteen-bytes-x", true),
+            ("fifteen-bytes-x", "fifteen-bytes-y", false),
+            ("sixteen-bytes-xx", "sixteen-bytes-xx", true),
+            ("sixteen-bytes-xx", "sixteen-bytes-xy", false),
+            ("fifteen-bytes-x", "sixteen-bytes-xx", false),
+            (
+                "0B5E4C1E-6A3E-4F55-9D2A-8D2F7C1D0E11",
+                "0B5E4C1E-6A3E-4F55-9D2A-8D2F7C1D0E11",
+                true,
+            ),
+        ];
+        for &(a, b, want) in table {
+            assert_eq!(OwnerKey::new(a) == OwnerKey::new(b), want, "{a} vs {b}");
+            assert_eq!(OwnerKey::new(b) == OwnerKey::new(a), want, "{b} vs {a}");
+        }
     }
 }

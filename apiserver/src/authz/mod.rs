@@ -340,7 +340,7 @@ pub async fn bootstrap(api: &Api) -> Result<(), ApiError> {
 }
 
 // ------------------------------------------------------------------------------------------
-// The middleware
+// The request guards (run in this order by gate.rs)
 // ------------------------------------------------------------------------------------------
 
 /// Settings of the request guards.

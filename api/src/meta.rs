@@ -111,7 +111,8 @@ pub struct ObjectMeta {
 ///
 /// It decodes from JSON text (copied as is after validation) and from a `serde_json::Value`,
 /// which covers every path typed objects take here: YAML manifests become a `Value` first.
-/// `null` and `[]` are empty.
+/// `null` and `[]` are empty. Two lists are equal when their texts are (the API server writes
+/// them compactly, so the same list read twice compares equal).
 #[derive(Clone, Debug, Default)]
 pub struct ManagedFields(Option<Box<serde_json::value::RawValue>>);
 

@@ -120,7 +120,8 @@ fn run_scheduler(o: &Opts) -> Result<()> {
             })
             .await;
         };
-        scheduler.run(stop).await?;
+        // On a worker thread, as the binary runs it (see `Scheduler::run`).
+        tokio::spawn(scheduler.run(stop)).await??;
         println!("scheduler metrics: {metrics}");
         let pid = std::process::id();
         println!(

@@ -102,6 +102,7 @@ async fn main() -> anyhow::Result<()> {
         });
     }
     let scheduler = Scheduler::new(client, config)?;
-    scheduler.run(shutdown_signal()).await?;
+    // A task on the runtime's workers, not the main thread's block_on (see `Scheduler::run`).
+    tokio::spawn(scheduler.run(shutdown_signal())).await??;
     Ok(())
 }

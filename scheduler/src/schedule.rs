@@ -180,8 +180,8 @@ pub fn schedule_with(
     let mut state = CycleState::new(pod);
     let feasible = &mut scratch.feasible;
     feasible.clear();
-    for i in 0..n {
-        let idx = (start + i) % n;
+    // Nodes in order from `start`, wrapping around: `start..n` then `0..start`.
+    for idx in (start..n).chain(0..start) {
         let st = fw.run_filters(&state, &nodes[idx]);
         if st.is_success() {
             feasible.push(idx);

@@ -15,6 +15,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::{json, Value};
 
 use kapsel_api::codec;
+use kapsel_api::validation::field;
 use kapsel_api::{Binding, DeleteOptions, FieldError, FieldErrorKind, LabelSelector, Scale};
 
 use crate::discovery;
@@ -898,33 +899,20 @@ async fn bind(
         )));
     }
     let node = binding.target.name.clone().unwrap_or_default();
-    if node.is_empty() {
-        return Err(ApiError::Invalid {
-            kind: "Binding".into(),
-            group: String::new(),
-            name: name.into(),
-            errors: vec![FieldError {
-                kind: FieldErrorKind::Required,
-                field: "target.name".into(),
-                value: None,
-                detail: String::new(),
-            }],
-        });
-    }
     // The update below skips pod validation (as Kubernetes' binding does), so the node name
     // is checked here.
-    let bad_node = kapsel_api::validation::meta::name_is_dns_subdomain(&node, false);
-    if !bad_node.is_empty() {
+    let bad_node = if node.is_empty() {
+        Some(field::required("target.name", ""))
+    } else {
+        let errs = kapsel_api::validation::meta::name_is_dns_subdomain(&node, false);
+        (!errs.is_empty()).then(|| field::invalid("target.name", &node, errs.join("; ")))
+    };
+    if let Some(e) = bad_node {
         return Err(ApiError::Invalid {
             kind: "Binding".into(),
             group: String::new(),
             name: name.into(),
-            errors: vec![FieldError {
-                kind: FieldErrorKind::Invalid,
-                field: "target.name".into(),
-                value: Some(format!("{node:?}")),
-                detail: bad_node.join("; "),
-            }],
+            errors: vec![e],
         });
     }
     let bind_ref = ObjRef::new("pods/binding", "", name);

@@ -906,10 +906,9 @@ impl Api {
             let pod = decode_pod(&new)?;
             warnings.extend(self.admit_pod_security(ns, &pod, Some(old))?);
         }
-        match (&opts.owner, sub) {
-            (Some(owner), Sub::Main | Sub::Status) => record_update(def, owner, old, &mut new),
-            // Server-internal writes returned above.
-            (_, Sub::Internal) | (None, _) => {}
+        // Server-internal writes returned above, keeping their ownership.
+        if let Some(owner) = &opts.owner {
+            record_update(def, owner, old, &mut new);
         }
         Ok((new, warnings))
     }
